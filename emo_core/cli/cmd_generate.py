@@ -1,0 +1,116 @@
+"""``python -m emo_core generate``: portrait + audio -> talking-head mp4."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..pipeline.settings import SCHEDULERS, GenerationSettings
+from .progress import TqdmProgress
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate a talking/singing video from one portrait and one audio file",
+        description="Generate a talking/singing video: the face in IMAGE speaks AUDIO. Output is an "
+        "H.264 + AAC mp4 with exactly round(audio seconds x fps) frames, written atomically.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--image", type=Path, required=True,
+                        help="portrait photo (png/jpg/webp, any size; RGBA and grey accepted)")
+    parser.add_argument("--audio", type=Path, required=True,
+                        help="voice or song (wav, mp3, m4a/aac, flac, ogg; any rate/channels)")
+    parser.add_argument("--out", type=Path, required=True, help="output .mp4 path")
+    add_generation_arguments(parser)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="EMO checkpoint (.safetensors file or folder with emo.safetensors)")
+    parser.add_argument("--wav2vec", type=Path, required=True,
+                        help="Hugging Face wav2vec2 folder (e.g. facebook/wav2vec2-base-960h)")
+    parser.add_argument("--mediapipe", type=Path, required=True,
+                        help="folder with blaze_face_short_range.tflite and face_landmarker.task")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = GenerationSettings()
+    parser.add_argument("--fps", type=float, default=defaults.fps,
+                        help="video frame rate; any value, e.g. 12.5, 24, 25, 29.97, 30")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="denoising steps per clip: more is slower and cleaner (paper: 40)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="random seed; the same seed and inputs give identical frames")
+    parser.add_argument("--guidance-reference", type=float, default=defaults.guidance_reference,
+                        help="how strongly the output follows the reference identity "
+                        "(1 = no guidance; higher = more faithful, can oversaturate)")
+    parser.add_argument("--guidance-audio", type=float, default=defaults.guidance_audio,
+                        help="how strongly lips/expression follow the audio "
+                        "(1 = no guidance; higher = stronger lip motion, can exaggerate)")
+    parser.add_argument("--guidance-mode", choices=("separate", "joint"),
+                        default=defaults.guidance_mode,
+                        help="separate: 3 branches, one scale each; joint: 2 branches, "
+                        "--guidance-reference used for both (faster)")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=float, default=None,
+                       help="constant head rotation speed in degrees/frame (default 2.0)")
+    speed.add_argument("--speed-keyframes", default=None,
+                       help='speed curve "seconds:deg_per_frame, ..." e.g. "0:1.0, 3.5:6.0", '
+                       "linear in between")
+    speed.add_argument("--speed-from-video", type=Path, default=None,
+                       help="measure head speed on a driving video with MediaPipe")
+    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
+                        help="frames generated per clip (paper: 12); more = fewer seams, more memory")
+    parser.add_argument("--motion-frames", type=int, default=defaults.motion_frames,
+                        help="previous-clip frames fed back for continuity (paper: 4)")
+    parser.add_argument("--first-clip-motion", choices=("zeros", "reference"),
+                        default=defaults.first_clip_motion,
+                        help="motion frames of the first clip: zero maps (paper) or reference copies")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler,
+                        help="sampler; ddim is the paper's; ddim-vpred-trailing for v-prediction "
+                        "weights; dpmpp-2m/unipc give good results in fewer steps")
+    parser.add_argument("--size", type=int, default=defaults.size,
+                        help="square generation size in pixels (multiple of 64; model trained at 512)")
+    parser.add_argument("--face-index", type=int, default=0,
+                        help="which face to animate when the photo has several (0 = leftmost)")
+    parser.add_argument("--paste-back", action="store_true",
+                        help="composite the generated face crop back into the full original image")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto = fp16 on GPU, fp32 on CPU")
+
+
+def settings_from_args(args) -> GenerationSettings:
+    return GenerationSettings(
+        fps=args.fps, steps=args.steps, seed=args.seed,
+        guidance_reference=args.guidance_reference, guidance_audio=args.guidance_audio,
+        guidance_mode=args.guidance_mode, frames_per_clip=args.frames_per_clip,
+        motion_frames=args.motion_frames, first_clip_motion=args.first_clip_motion,
+        scheduler=args.scheduler, size=args.size,
+    )
+
+
+def request_from_args(args, **overrides):
+    from ..pipeline.run import GenerateRequest
+
+    values = dict(
+        checkpoint=args.checkpoint, wav2vec=args.wav2vec, mediapipe=args.mediapipe,
+        image=args.image, audio=args.audio, out=args.out, settings=settings_from_args(args),
+        speed=args.speed, speed_keyframes=args.speed_keyframes, speed_video=args.speed_from_video,
+        face_index=args.face_index, paste_back=args.paste_back, device=args.device,
+        dtype=args.dtype,
+    )
+    values.update(overrides)
+    return GenerateRequest(**values)
+
+
+def run(args) -> int:
+    from ..pipeline.run import generate_video
+
+    with TqdmProgress() as progress:
+        out = generate_video(request_from_args(args), progress=progress)
+    print(f"wrote {out}")
+    return 0

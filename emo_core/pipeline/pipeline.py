@@ -1,0 +1,198 @@
+"""EMO sampling loop: clip-by-clip generation chained by motion frames, streaming.
+
+Per clip: ReferenceNet runs once (reference latents + the last ``n`` latents of the previous clip),
+then the scheduler runs ``steps`` Backbone forwards with all guidance branches batched as rows.
+Only the motion latents cross clip boundaries, so memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import EMOCancelled, EMOInputError
+from .clips import ClipSpan, clip_spans
+from .guidance import GuidancePlan, plan_guidance
+from .reference import EncodedReference, decode_latents
+from .scheduler import make_scheduler
+from .settings import GenerationSettings
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConditions:
+    """Per-clip inputs, already batched for the guidance rows (``b`` rows, ``f`` frames)."""
+
+    audio_tokens: torch.Tensor  # (b, f, K, Da)
+    speed_tokens: torch.Tensor  # (b, f, S, Ds)
+    face_embedding: torch.Tensor | None  # (b, 320, h, w)
+
+
+class EMOPipeline:
+    """Runs an :class:`~emo_core.models.emo_models.EMOModels` bundle on one device and dtype."""
+
+    def __init__(self, models, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.models = models.to(device=device, dtype=dtype).eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ public API
+    def generate_frames(self, reference: EncodedReference, audio, face_mask, speed,
+                        settings: GenerationSettings, progress: ProgressFn | None = None,
+                        cancel: CancelFn | None = None) -> Iterator[np.ndarray]:
+        """Yields ``(j, S, S, 3)`` uint8 frames, decoded ``settings.decode_batch`` at a time."""
+        for latents in self.generate_latents(reference, audio, face_mask, speed, settings,
+                                             progress, cancel):
+            yield from self.decode_latents(latents, settings.decode_batch)
+
+    def decode_latents(self, latents: torch.Tensor, batch: int = 8) -> Iterator[np.ndarray]:
+        """``latents: (k, 4, h, w)`` -> yields ``(j, 8h, 8w, 3)`` uint8."""
+        if self.models.vae is None:
+            raise EMOInputError("the EMO checkpoint has no VAE inside; connect a VAE to decode")
+        yield from decode_latents(self.models.vae, latents.to(self.device, self.dtype), batch)
+
+    @torch.no_grad()
+    def generate_latents(self, reference: EncodedReference, audio, face_mask, speed,
+                         settings: GenerationSettings, progress: ProgressFn | None = None,
+                         cancel: CancelFn | None = None) -> Iterator[torch.Tensor]:
+        """Yields ``(k, 4, h, w)`` latents per clip; the ``k`` add up to ``audio.num_frames``.
+
+        ``audio``: AudioFeatures (``windows: (F, 2m+1, L, C)``); ``face_mask``: ``(S, S)`` or
+        ``(F, S, S)`` float (union per clip); ``speed``: ``(F,)`` deg/frame or a float.
+        """
+        settings.validate()
+        total_frames = int(audio.num_frames)
+        speed = self._check_inputs(reference, audio, face_mask, speed, settings, total_frames)
+        spans = clip_spans(total_frames, settings.frames_per_clip)
+        plan = plan_guidance(settings.guidance_mode, settings.guidance_reference,
+                             settings.guidance_audio)
+        total_steps = settings.steps * len(spans)
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        logger.info("generating %d frames in %d clips of %d (+%d motion frames), %d steps each",
+                    total_frames, len(spans), settings.frames_per_clip, settings.motion_frames,
+                    settings.steps)
+        motion_latents = self._first_motion(reference, settings)
+        for span in spans:
+            features = self._reference_features(reference, motion_latents, plan.batch)
+            conditions = self._clip_conditions(span, audio, face_mask, speed, plan, total_frames)
+            latents = self._denoise(span, features, conditions, plan, settings, generator,
+                                    progress, cancel, total_steps)
+            yield latents[0, :span.keep]
+            if settings.motion_frames:
+                motion_latents = latents[:, -settings.motion_frames:]
+
+    # ------------------------------------------------------------------ steps
+    def _denoise(self, span: ClipSpan, features, conditions: ClipConditions, plan: GuidancePlan,
+                 settings: GenerationSettings, generator: torch.Generator,
+                 progress: ProgressFn | None, cancel: CancelFn | None, total_steps: int):
+        """One clip: ``(1, f, 4, h, w)`` noise -> clean latents, ``steps`` Backbone forwards."""
+        scheduler = make_scheduler(settings.scheduler, settings.prediction_type)
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        side = settings.size // 8
+        shape = (1, span.length, self.models.backbone.in_channels, side, side)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        latents = noise.to(self.device) * scheduler.init_noise_sigma
+        for step, timestep in enumerate(scheduler.timesteps):
+            if cancel is not None and cancel():
+                raise EMOCancelled(f"cancelled at clip {span.index + 1}, step {step + 1}")
+            model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
+            eps = self.models.backbone(
+                model_input.expand(plan.batch, *shape[1:]), timestep,
+                reference=features, reference_rows=plan.reference_rows.to(self.device),
+                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows.to(self.device),
+                speed_tokens=conditions.speed_tokens, face_embedding=conditions.face_embedding,
+                context=self._context(plan.batch),
+            )
+            eps = plan.combine(eps.float())
+            latents = scheduler.step(eps, timestep, latents).prev_sample
+            if progress is not None:
+                progress(span.index * settings.steps + step + 1, total_steps)
+        return latents.to(self.dtype)
+
+    def _reference_features(self, reference: EncodedReference, motion_latents, batch: int):
+        """ReferenceNet once per clip; features broadcast to the guidance rows (views, no copies)."""
+        features = self.models.reference_net(
+            reference.latents.to(self.device, self.dtype), motion_latents, context=self._context(1)
+        )
+        bank = {name: tokens.expand(batch, *tokens.shape[1:]) for name, tokens in features.bank.items()}
+        motion = None
+        if features.motion is not None:
+            motion = [m.expand(batch, *m.shape[1:]) for m in features.motion]
+        return dataclasses.replace(features, bank=bank, motion=motion)
+
+    def _first_motion(self, reference: EncodedReference, settings: GenerationSettings):
+        """First clip: zero motion maps (``None``) or the reference latent repeated ``n`` times."""
+        if settings.motion_frames == 0 or settings.first_clip_motion == "zeros":
+            return None
+        latents = reference.latents.to(self.device, self.dtype)
+        return latents[:, None].expand(1, settings.motion_frames, *latents.shape[1:])
+
+    def _clip_conditions(self, span: ClipSpan, audio, face_mask, speed, plan: GuidancePlan,
+                         total_frames: int) -> ClipConditions:
+        models = self.models
+        frames = span.frame_indices(total_frames)
+        windows = audio.windows[frames].to(self.device, self.dtype)[None]  # (1, f, 2m+1, L, C)
+        audio_tokens = models.audio_projection(windows)
+        # Speed windows must continue across clip edges: encode with a margin of real
+        # neighbouring frames on both sides, then drop the margin.
+        margin = int(models.speed_encoder.config.window)
+        padded = torch.arange(span.start - margin, span.start + span.length + margin)
+        padded = padded.clamp(0, total_frames - 1)
+        speed_tokens = models.speed_encoder(speed[padded].to(self.device, self.dtype)[None])
+        speed_tokens = speed_tokens[:, margin:margin + span.length]
+        mask = face_mask if face_mask.ndim == 2 else face_mask[frames].amax(dim=0)
+        face_embedding = models.face_locator(mask.to(self.device, self.dtype)[None, None])
+        batch = plan.batch
+        return ClipConditions(
+            audio_tokens=audio_tokens.expand(batch, *audio_tokens.shape[1:]),
+            speed_tokens=speed_tokens.expand(batch, *speed_tokens.shape[1:]),
+            face_embedding=face_embedding.expand(batch, *face_embedding.shape[1:]),
+        )
+
+    def _context(self, batch: int):
+        context = getattr(self.models, "context", None)
+        if context is None:
+            return None
+        return context.expand(batch, *context.shape[1:])
+
+    # ------------------------------------------------------------------ validation
+    def _check_inputs(self, reference, audio, face_mask, speed, settings, total_frames):
+        if total_frames < 1:
+            raise EMOInputError("audio gives 0 video frames; use a longer clip or a higher fps")
+        if reference.size != settings.size:
+            raise EMOInputError(
+                f"reference image is {reference.size}px but settings.size is {settings.size}; "
+                "encode the reference at the generation size"
+            )
+        if abs(float(audio.fps) - float(settings.fps)) > 1e-6:
+            raise EMOInputError(
+                f"audio features were computed at {audio.fps} fps but the run uses {settings.fps} "
+                "fps; recompute the features at the video fps"
+            )
+        expected = (settings.size, settings.size)
+        if tuple(face_mask.shape[-2:]) != expected or face_mask.ndim not in (2, 3):
+            raise EMOInputError(
+                f"face mask must be (H, W) or (frames, H, W) with H = W = {settings.size}, "
+                f"got {tuple(face_mask.shape)}"
+            )
+        if face_mask.ndim == 3 and face_mask.shape[0] not in (total_frames,):
+            raise EMOInputError(
+                f"per-frame face mask has {face_mask.shape[0]} frames, expected {total_frames}"
+            )
+        speed = torch.as_tensor(speed, dtype=torch.float32)
+        if speed.ndim == 0:
+            speed = speed.expand(total_frames)
+        if speed.shape != (total_frames,) or not torch.isfinite(speed).all():
+            raise EMOInputError(
+                f"speed must be a number or {total_frames} finite values (deg/frame), "
+                f"got shape {tuple(speed.shape)}"
+            )
+        return speed

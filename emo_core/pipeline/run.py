@@ -1,0 +1,123 @@
+"""Image + audio file -> mp4: the whole EMO run as one function (used by the CLI and the demo)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import EMOInputError
+from .pipeline import CancelFn, EMOPipeline, ProgressFn
+from .reference import encode_reference
+from .runtime import resolve_device, resolve_dtype
+from .settings import GenerationSettings
+from .video import Mp4Writer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Paths and choices of one run. ``speed`` is a float (deg/frame) or ``None`` when
+    ``speed_keyframes`` (``"t:deg, ..."``) or ``speed_video`` (a driving video) is given."""
+
+    checkpoint: Path
+    wav2vec: Path
+    mediapipe: Path
+    image: Path
+    audio: Path
+    out: Path
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    speed: float | None = 2.0
+    speed_keyframes: str | None = None
+    speed_video: Path | None = None
+    face_index: int = 0
+    mask_expand: float = 0.3
+    paste_back: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
+                   cancel: CancelFn | None = None) -> Path:
+    """Run EMO end to end and write ``request.out`` atomically; returns the path."""
+    from ..audio.features import extract_audio_features
+    from ..audio.waveform import load_audio_file
+    from ..face.crop import crop_image, face_crop_box, paste_back
+    from ..face.detect import find_face
+    from ..face.mask import face_locator_mask
+    from ..image import load_image_file
+    from ..io.emo_checkpoint import load_emo_checkpoint
+    from ..io.wav2vec import load_wav2vec
+
+    settings = request.settings.validate()
+    _check_output(request.out)
+    device = resolve_device(request.device)
+    dtype = resolve_dtype(request.dtype, device)
+
+    original = load_image_file(request.image)
+    face = find_face(original, request.mediapipe, face_index=request.face_index)
+    crop = face_crop_box(face, original.shape[:2], out_size=settings.size)
+    portrait = crop_image(original, crop)
+    mask = face_locator_mask(portrait[None], request.mediapipe, expand_ratio=request.mask_expand)
+
+    waveform, sample_rate = load_audio_file(request.audio)
+    wav2vec = load_wav2vec(request.wav2vec, device=device)
+    audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device)
+    del wav2vec  # not needed while sampling; frees its memory
+    speed = _speed_curve(request, audio.num_frames, settings.fps)
+
+    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    pipeline = EMOPipeline(models, device=device, dtype=dtype)
+    reference = encode_reference(models, portrait, device=device, dtype=dtype)
+    frames = pipeline.generate_frames(reference, audio, torch.from_numpy(mask.image_mask), speed,
+                                      settings, progress=progress, cancel=cancel)
+    height, width = (original.shape[:2] if request.paste_back else (settings.size,) * 2)
+    height, width = height - height % 2, width - width % 2  # H.264 needs even sizes
+    with Mp4Writer(request.out, settings.fps, width, height,
+                   audio=(waveform, sample_rate)) as writer:
+        for chunk in frames:
+            if request.paste_back:
+                chunk = [paste_back(frame, original, crop) for frame in chunk]
+                chunk = np.stack(chunk)
+            writer.write(chunk[:, :height, :width])
+    logger.info("wrote %d frames to %s", writer.frames_written, request.out)
+    return request.out
+
+
+def _speed_curve(request: GenerateRequest, num_frames: int, fps: float) -> torch.Tensor:
+    from ..speed import constant_speed, keyframed_speed
+
+    chosen = [request.speed_keyframes is not None, request.speed_video is not None]
+    if sum(chosen) > 1:
+        raise EMOInputError("give only one of speed keyframes or a speed driving video")
+    if request.speed_keyframes is not None:
+        return torch.as_tensor(keyframed_speed(request.speed_keyframes, num_frames, fps))
+    if request.speed_video is not None:
+        return _speed_from_video(request, num_frames, fps)
+    return torch.as_tensor(constant_speed(request.speed if request.speed is not None else 2.0,
+                                          num_frames))
+
+
+def _speed_from_video(request: GenerateRequest, num_frames: int, fps: float) -> torch.Tensor:
+    """Measure head rotation speed on a driving video resampled to ``fps`` (so speeds are in
+    degrees per output frame), then stretch the curve over ``num_frames``."""
+    from ..face.head_pose import head_rotation_speeds
+    from ..video_io import read_video_frames
+
+    frames = read_video_frames(request.speed_video, fps=fps)
+    speeds = torch.as_tensor(head_rotation_speeds(frames, request.mediapipe, smooth=2),
+                             dtype=torch.float32)
+    index = torch.linspace(0, speeds.shape[0] - 1, num_frames).round().long()
+    return speeds[index]
+
+
+def _check_output(out: Path) -> None:
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise EMOInputError(f"--out must end in .mp4, got {out}")
+    if out.is_dir():
+        raise EMOInputError(f"--out {out} is a folder; give a file name ending in .mp4")

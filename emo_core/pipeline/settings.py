@@ -1,0 +1,76 @@
+"""Runtime knobs of one generation run (never part of the model config)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ..errors import EMOInputError
+
+SCHEDULERS = ("ddim", "ddim-vpred-trailing", "dpmpp-2m", "euler", "unipc")
+GUIDANCE_MODES = ("separate", "joint")
+FIRST_CLIP_MOTION = ("zeros", "reference")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything a run needs besides the models and the media.
+
+    ``guidance_mode="separate"``: ``eps = u + s_ref (r - u) + s_aud (ra - r)`` (3 batched branches);
+    ``"joint"``: ``eps = u + s_ref (ra - u)`` (2 branches, ``guidance_audio`` unused).
+    ``prediction_type`` is what the checkpoint was trained for; ``"ddim-vpred-trailing"`` forces
+    v-prediction with zero terminal SNR and trailing spacing (Hallo/EchoMimic-style weights).
+    """
+
+    fps: float = 25.0
+    steps: int = 40
+    seed: int = 0
+    guidance_reference: float = 2.0
+    guidance_audio: float = 3.5
+    guidance_mode: str = "separate"
+    frames_per_clip: int = 12
+    motion_frames: int = 4
+    first_clip_motion: str = "zeros"
+    scheduler: str = "ddim"
+    prediction_type: str = "epsilon"
+    decode_batch: int = 8
+    size: int = 512
+
+    def replace(self, **changes) -> GenerationSettings:
+        return replace(self, **changes)
+
+    def validate(self) -> GenerationSettings:
+        """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
+        if not (math.isfinite(self.fps) and 1.0 <= self.fps <= 120.0):
+            raise EMOInputError(f"fps must be between 1 and 120, got {self.fps}")
+        _check_int("steps", self.steps, 1, 1000)
+        _check_int("frames_per_clip", self.frames_per_clip, 1, 32)
+        _check_int("motion_frames", self.motion_frames, 0, 31)
+        _check_int("decode_batch", self.decode_batch, 1, 1024)
+        _check_int("seed", self.seed, 0, 2**64 - 1)
+        if self.motion_frames + self.frames_per_clip > 32:
+            raise EMOInputError(
+                f"motion_frames + frames_per_clip must be <= 32 (the temporal modules' position "
+                f"table), got {self.motion_frames} + {self.frames_per_clip}; lower one of them"
+            )
+        if self.size % 64 or not 64 <= self.size <= 2048:
+            raise EMOInputError(f"size must be a multiple of 64 in 64..2048, got {self.size}")
+        for name, value, allowed in (
+            ("scheduler", self.scheduler, SCHEDULERS),
+            ("guidance_mode", self.guidance_mode, GUIDANCE_MODES),
+            ("first_clip_motion", self.first_clip_motion, FIRST_CLIP_MOTION),
+            ("prediction_type", self.prediction_type, PREDICTION_TYPES),
+        ):
+            if value not in allowed:
+                raise EMOInputError(f"{name} must be one of {allowed}, got {value!r}")
+        for name in ("guidance_reference", "guidance_audio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 30.0):
+                raise EMOInputError(f"{name} must be between 0 and 30, got {value}")
+        return self
+
+
+def _check_int(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise EMOInputError(f"{name} must be an integer in {low}..{high}, got {value!r}")

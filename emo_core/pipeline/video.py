@@ -1,0 +1,118 @@
+"""Streaming H.264 + AAC mp4 writer (PyAV) that never leaves a partial file behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+AUDIO_RATE = 48000  # AAC at a standard rate; the input is resampled once at close.
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """Exact rate for common fps (29.97 -> 30000/1001, 12.5 -> 25/2)."""
+    for ntsc in (23.976, 29.97, 59.94):
+        if abs(fps - ntsc) < 1e-3:
+            return Fraction(round(ntsc * 1.001), 1001) * 1000
+    return Fraction(fps).limit_denominator(1001)
+
+
+class Mp4Writer:
+    """Write frames as they stream in; mux audio trimmed/padded to the video length at close.
+
+    ``with Mp4Writer(path, fps, width, height, audio=(waveform (C, T), sample_rate)) as w:
+    w.write(frames (k, H, W, 3) uint8)``. The file is built under a temporary name in the target
+    folder and renamed on success; any exception (cancel included) deletes it.
+    """
+
+    def __init__(self, path, fps: float, width: int, height: int, audio=None, crf: int = 18):
+        self.path = Path(path)
+        self.fps = fps_fraction(fps)
+        self.width, self.height = int(width), int(height)
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"H.264 needs even frame sizes, got {self.width}x{self.height}")
+        self.audio = audio
+        self.crf = crf
+        self.frames_written = 0
+        self._container = None
+
+    def __enter__(self) -> Mp4Writer:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4.part",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._video = self._container.add_stream("libx264", rate=self.fps)
+        self._video.width, self._video.height = self.width, self.height
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"crf": str(self.crf), "preset": "medium"}
+        self._audio = None
+        if self.audio is not None:
+            self._audio = self._container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+        return self
+
+    def write(self, frames) -> None:
+        """``frames: (k, H, W, 3)`` uint8 (numpy or torch)."""
+        if isinstance(frames, torch.Tensor):
+            frames = frames.cpu().numpy()
+        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"frames must be (k, {self.height}, {self.width}, 3), got {frames.shape}")
+        for frame in np.ascontiguousarray(frames, dtype=np.uint8):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = self.frames_written
+            video_frame.time_base = 1 / self.fps
+            self._container.mux(self._video.encode(video_frame))
+            self.frames_written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._container.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        self._container.mux(self._video.encode(None))
+        if self._audio is not None:
+            waveform, sample_rate = self.audio
+            samples = fit_audio(waveform, sample_rate, self.frames_written / self.fps)
+            for packet in _encode_audio(self._audio, samples):
+                self._container.mux(packet)
+
+
+def fit_audio(waveform, sample_rate: int, seconds: Fraction) -> np.ndarray:
+    """Mono float32 at ``AUDIO_RATE``, trimmed or zero-padded to ``seconds`` exactly."""
+    import torchaudio.functional as AF
+
+    wave = torch.as_tensor(waveform, dtype=torch.float32)
+    wave = wave.reshape(-1, wave.shape[-1]).mean(dim=0)
+    if int(sample_rate) != AUDIO_RATE:
+        wave = AF.resample(wave, int(sample_rate), AUDIO_RATE)
+    target = round(seconds * AUDIO_RATE)
+    wave = torch.nn.functional.pad(wave[:target], (0, max(0, target - wave.shape[0])))
+    return wave.clamp(-1.0, 1.0).numpy()
+
+
+def _encode_audio(stream, samples: np.ndarray):
+    frame_size = stream.codec_context.frame_size or 1024
+    for start in range(0, samples.shape[0], frame_size):
+        chunk = samples[None, start:start + frame_size]
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        yield from stream.encode(frame)
+    yield from stream.encode(None)
