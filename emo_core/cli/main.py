@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "generate": ".cmd_generate",
     "init-checkpoint": ".cmd_init_checkpoint",
     "demo-weights": ".cmd_demo_weights",
+    "prepare-data": ".cmd_prepare_data",
+    "train": ".cmd_train",
+    "prove-learning": ".cmd_prove_learning",
 }
 
 EXIT_BAD_INPUT = 2
