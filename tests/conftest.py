@@ -32,3 +32,14 @@ def fixtures():
 def mediapipe_dir() -> Path:
     """Folder holding blaze_face_short_range.tflite and face_landmarker.task."""
     return fixture_path("blaze_face_short_range.tflite").parent
+
+
+@pytest.fixture(scope="session")
+def demo_weights(tmp_path_factory) -> Path:
+    """``DIR`` with ``emo.safetensors`` (tiny, random, VAE inside) and ``wav2vec2/``, built once
+    per test session through the same code as ``python -m emo_core demo-weights``."""
+    from emo_core.io.demo_weights import write_demo_weights
+
+    folder = tmp_path_factory.mktemp("demo") / "weights"
+    write_demo_weights(folder, seed=0)
+    return folder

@@ -78,6 +78,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which face to animate when the photo has several (0 = leftmost)")
     parser.add_argument("--paste-back", action="store_true",
                         help="composite the generated face crop back into the full original image")
+    parser.add_argument("--allow-silence", action="store_true",
+                        help="generate even when the audio is completely silent (near-still face)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                         help="auto = fp16 on GPU, fp32 on CPU")
@@ -100,7 +102,8 @@ def request_from_args(args, **overrides):
         checkpoint=args.checkpoint, wav2vec=args.wav2vec, mediapipe=args.mediapipe,
         image=args.image, audio=args.audio, out=args.out, settings=settings_from_args(args),
         speed=args.speed, speed_keyframes=args.speed_keyframes, speed_video=args.speed_from_video,
-        face_index=args.face_index, paste_back=args.paste_back, device=args.device,
+        face_index=args.face_index, paste_back=args.paste_back,
+        allow_silence=args.allow_silence, device=args.device,
         dtype=args.dtype,
     )
     values.update(overrides)

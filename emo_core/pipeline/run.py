@@ -37,6 +37,7 @@ class GenerateRequest:
     face_index: int = 0
     mask_expand: float = 0.3
     paste_back: bool = False
+    allow_silence: bool = False
     device: str = "auto"
     dtype: str = "auto"
 
@@ -65,6 +66,7 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     mask = face_locator_mask(portrait[None], request.mediapipe, expand_ratio=request.mask_expand)
 
     waveform, sample_rate = load_audio_file(request.audio)
+    check_not_silent(waveform, request.audio, request.allow_silence)
     wav2vec = load_wav2vec(request.wav2vec, device=device)
     audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device)
     del wav2vec  # not needed while sampling; frees its memory
@@ -86,6 +88,20 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
             writer.write(chunk[:, :height, :width])
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
+
+
+SILENCE_PEAK = 10 ** (-80 / 20)  # -80 dBFS: below any real recording's noise floor
+
+
+def check_not_silent(waveform, source, allow_silence: bool = False) -> None:
+    """Refuse a completely silent clip: EMO animates speech or song, and silence almost always
+    means a wrong file or a muted track. ``allow_silence`` generates anyway (a near-still face)."""
+    peak = float(torch.as_tensor(waveform).abs().max()) if torch.as_tensor(waveform).numel() else 0.0
+    if peak < SILENCE_PEAK and not allow_silence:
+        raise EMOInputError(
+            f"audio {source} is silent (peak {peak:.2e}, below -80 dBFS); EMO needs speech or "
+            "singing to animate. Check the file/track, or allow silence to get a still face."
+        )
 
 
 def _speed_curve(request: GenerateRequest, num_frames: int, fps: float) -> torch.Tensor:
