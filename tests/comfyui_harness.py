@@ -83,7 +83,8 @@ def find_comfyui() -> Path | None:
     return cached if (cached / ".complete").is_file() else None
 
 
-def _required(env_var: str) -> bool:
+def env_flag(env_var: str) -> bool:
+    """True when ``env_var`` is set to something other than empty / 0 / false / no."""
     return os.environ.get(env_var, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -95,7 +96,7 @@ def require_comfyui() -> Path:
             "no ComfyUI available: set EMO_COMFYUI_PATH to a ComfyUI checkout or run "
             f"'python .ci/fetch_comfyui.py {ci_cache_dir() / ('comfyui-' + COMFYUI_VERSION)}'"
         )
-        if _required("EMO_REQUIRE_COMFYUI"):
+        if env_flag("EMO_REQUIRE_COMFYUI"):
             pytest.fail(f"EMO_REQUIRE_COMFYUI is set but {reason}")
         pytest.skip(reason)
     return path
