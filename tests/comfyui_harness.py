@@ -293,6 +293,9 @@ class ComfyServer:
     def get_json(self, path: str, timeout: float = 30) -> Any:
         return self._request(path, timeout=timeout)
 
+    def post_json(self, path: str, body: Any, timeout: float = 30) -> Any:
+        return self._request(path, body=body, timeout=timeout)
+
     def object_info(self) -> dict:
         return self.get_json("/object_info", timeout=120)
 
