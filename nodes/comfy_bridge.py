@@ -1,0 +1,196 @@
+"""The one module of the pack that imports ComfyUI.
+
+Every other file in ``nodes/`` takes ComfyUI things from here, so a ComfyUI API change is fixed in
+one place and ``emo_core`` stays host independent (DESIGN §2.11). Also owns the model folders:
+``models/emo`` (EMO checkpoints), ``models/wav2vec2`` (Hugging Face wav2vec2 folders) and
+``models/mediapipe`` (MediaPipe Tasks files), each also reachable through ``extra_model_paths.yaml``
+keys ``emo:``, ``wav2vec2:`` and ``mediapipe:``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import comfy.model_management as model_management
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import ComfyExtension, InputImpl, io, ui
+from comfy_execution.graph_utils import ExecutionBlocker
+
+from emo_core.errors import CheckpointError, EMOInputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ComfyExtension", "ExecutionBlocker", "InputImpl", "io", "ui", "MODEL_FOLDERS",
+    "register_model_folders", "list_checkpoints", "checkpoint_path", "list_wav2vec2",
+    "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "free_memory_for", "offload_device",
+    "check_interrupted", "ProgressReporter", "output_directory", "save_path", "release_cache",
+]
+
+EMO_FOLDER = "emo"
+WAV2VEC2_FOLDER = "wav2vec2"
+MEDIAPIPE_FOLDER = "mediapipe"
+# folder name -> file extensions listed by folder_paths. wav2vec2 entries are folders, listed by
+# list_wav2vec2() instead, so its extension set only matters for ComfyUI's own file listings.
+MODEL_FOLDERS: dict[str, set[str]] = {
+    EMO_FOLDER: {".safetensors"},
+    WAV2VEC2_FOLDER: {".json"},
+    MEDIAPIPE_FOLDER: {".tflite", ".task"},
+}
+MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
+# Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
+BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
+DEMO_HINT = "or run `python -m emo_core demo-weights --out <ComfyUI>/models` for tiny test weights"
+
+
+def register_model_folders() -> None:
+    """Add ``models/<name>`` for every EMO folder, keeping paths that extra_model_paths.yaml added.
+
+    ComfyUI reads extra_model_paths.yaml before it imports custom nodes; a yaml key unknown to
+    ComfyUI creates the entry with an empty extension set. We add the default folder next to those
+    paths and merge our extensions, never replacing what the user configured.
+    """
+    for name, extensions in MODEL_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, name)
+        folder_paths.add_model_folder_path(name, default)
+        paths, known = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(known) | extensions)
+        logger.debug("EMO model folder %s: %s", name, paths)
+
+
+def _folder_list(name: str) -> list[str]:
+    register_model_folders()  # idempotent; keeps tests that skip comfy_entrypoint working
+    return folder_paths.get_folder_paths(name)
+
+
+def list_checkpoints() -> list[str]:
+    """EMO checkpoint files (relative names, subfolders included) in every ``emo`` folder."""
+    _folder_list(EMO_FOLDER)
+    return folder_paths.get_filename_list(EMO_FOLDER)
+
+
+def checkpoint_path(name: str) -> Path:
+    """Absolute path of the checkpoint ``name``; ``CheckpointError`` naming the folders if absent."""
+    found = folder_paths.get_full_path(EMO_FOLDER, name) if name else None
+    if found is None or not os.path.isfile(found):
+        raise CheckpointError(
+            f"no EMO checkpoint {name!r} in models/{EMO_FOLDER} (looked in: "
+            f"{', '.join(_folder_list(EMO_FOLDER))}); put emo.safetensors there {DEMO_HINT}"
+        )
+    return Path(found)
+
+
+def list_wav2vec2() -> list[str]:
+    """Sub-folders holding a ``config.json`` (a Hugging Face wav2vec2 model) in every folder."""
+    names: set[str] = set()
+    for root in _folder_list(WAV2VEC2_FOLDER):
+        if not os.path.isdir(root):
+            continue
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "config.json")):
+                names.add(entry.name)
+    return sorted(names)
+
+
+def wav2vec2_path(name: str) -> Path:
+    """Folder of the wav2vec2 model ``name``; ``CheckpointError`` naming the folders if absent."""
+    roots = _folder_list(WAV2VEC2_FOLDER)
+    if name and os.path.basename(name) == name and name not in (".", ".."):
+        for root in roots:
+            candidate = Path(root) / name
+            if (candidate / "config.json").is_file():
+                return candidate
+    raise CheckpointError(
+        f"no wav2vec2 model folder {name!r} (a folder with config.json and model weights) in "
+        f"models/{WAV2VEC2_FOLDER} (looked in: {', '.join(roots)}); copy facebook/wav2vec2-base-960h "
+        f"there as a folder {DEMO_HINT}"
+    )
+
+
+def mediapipe_dir(required: str = MEDIAPIPE_FILES[0]) -> Path:
+    """First ``mediapipe`` folder that holds ``required``, else the copy bundled with the pack."""
+    for root in [*_folder_list(MEDIAPIPE_FOLDER), str(BUNDLED_MEDIAPIPE)]:
+        if os.path.isfile(os.path.join(root, required)):
+            return Path(root)
+    raise EMOInputError(
+        f"MediaPipe model {required!r} not found in models/{MEDIAPIPE_FOLDER} (looked in: "
+        f"{', '.join(_folder_list(MEDIAPIPE_FOLDER))}); download it from Google's "
+        "storage.googleapis.com/mediapipe-models/ and put it there"
+    )
+
+
+def torch_device(policy: str) -> torch.device:
+    """``policy``: ``"cpu"`` or anything else for ComfyUI's device (``--cpu`` respected)."""
+    if policy == "cpu":
+        return torch.device("cpu")
+    return model_management.get_torch_device()
+
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def torch_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: fp16 where ComfyUI would use it for a UNet on ``device``, else fp32."""
+    if precision in PRECISIONS:
+        return PRECISIONS[precision]
+    if model_management.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
+
+
+def offload_device() -> torch.device:
+    return model_management.unet_offload_device()
+
+
+def free_memory_for(modules, device: torch.device) -> None:
+    """Ask ComfyUI to unload its own models until ``modules`` (with headroom) fit on ``device``."""
+    if device.type == "cpu":
+        return
+    needed = sum(p.numel() * p.element_size() for m in modules if m is not None
+                 for p in m.parameters())
+    # 1.5x: activations of one clip at 512² stay below half the weights in fp16.
+    model_management.free_memory(int(needed * 1.5), device)
+    model_management.soft_empty_cache()
+
+
+def release_cache() -> None:
+    model_management.soft_empty_cache()
+
+
+def check_interrupted() -> bool:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel; else ``False``.
+
+    Used as emo_core's ``cancel`` callback: raising the host's own exception makes ComfyUI report
+    an interrupted prompt (not a failed one).
+    """
+    model_management.throw_exception_if_processing_interrupted()
+    return False
+
+
+class ProgressReporter:
+    """emo_core ``progress(done, total)`` callback -> ComfyUI progress bar + interrupt check."""
+
+    def __init__(self, total: int = 1):
+        self.bar = comfy.utils.ProgressBar(max(1, int(total)))
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update_absolute(int(done), int(total))
+        check_interrupted()
+
+
+def output_directory() -> Path:
+    return Path(folder_paths.get_output_directory()).resolve()
+
+
+def save_path(prefix: str, width: int, height: int) -> tuple[Path, str, str]:
+    """Next free ``<prefix>_NNNNN_.mp4`` under the output folder -> (path, filename, subfolder)."""
+    root = output_directory()
+    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+        prefix, str(root), width, height
+    )
+    name = f"{filename}_{counter:05}_.mp4"
+    return Path(folder) / name, name, subfolder

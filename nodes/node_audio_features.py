@@ -1,0 +1,68 @@
+"""Wav2Vec Audio Features: core AUDIO -> per-video-frame wav2vec windows (EMO_AUDIO)."""
+
+from __future__ import annotations
+
+import logging
+
+from . import comfy_bridge as bridge
+from .comfy_bridge import io
+from .convert import audio_waveform, waveform_to_audio
+from .runtime import modules_on_device
+from .types import EMOAudio, EMOAudioType, EMOModelsBundle, EMOModelsType
+
+logger = logging.getLogger(__name__)
+
+RATE_16K = 16000
+
+
+class EMOAudioFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EMOAudioFeatures",
+            display_name="Wav2Vec Audio Features",
+            category="EMO",
+            description="Runs wav2vec2 over the whole clip (chunked) and cuts one feature window "
+                        "per video frame. The frame count is round(seconds x fps), any length.",
+            inputs=[
+                EMOModelsType.Input("emo_models", tooltip="Models from Load EMO Models."),
+                io.Audio.Input(
+                    "audio", tooltip="Speech or singing, any sample rate and channel count "
+                                     "(mixed to mono, resampled to 16 kHz). The video will be "
+                                     "exactly as long as this clip."),
+                io.Float.Input(
+                    "fps", default=25.0, min=1.0, max=120.0, step=0.01,
+                    tooltip="Video frame rate. EMO is trained at 25; other rates work but change "
+                            "how much audio each frame sees. Use the same value in Frames to "
+                            "Video. More fps = more frames to generate."),
+                io.Boolean.Input(
+                    "allow_silence", default=False,
+                    tooltip="Silent audio is refused (usually a wrong or muted track). Turn on to "
+                            "generate anyway: the face then stays almost still."),
+            ],
+            outputs=[
+                EMOAudioType.Output(display_name="emo_audio"),
+                io.Audio.Output(display_name="audio_16k",
+                                tooltip="16 kHz mono audio trimmed to the frame count."),
+                io.Int.Output(display_name="frame_count"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, emo_models: EMOModelsBundle, audio, fps, allow_silence=False):
+        from emo_core.audio.features import extract_audio_features
+        from emo_core.pipeline.run import check_not_silent
+
+        waveform, sample_rate = audio_waveform(audio, "audio")
+        check_not_silent(waveform, "input (Wav2Vec Audio Features)", allow_silence)
+        bridge.check_interrupted()
+        with modules_on_device(emo_models, emo_models.wav2vec):
+            features = extract_audio_features(emo_models.wav2vec, waveform, sample_rate, fps,
+                                              device=emo_models.device)
+        frames = int(features.num_frames)
+        samples = round(frames / float(fps) * RATE_16K)
+        trimmed = features.waveform_16k[:samples]
+        logger.info("audio %.2f s -> %d frames at %g fps", waveform.shape[-1] / sample_rate,
+                    frames, fps)
+        return io.NodeOutput(EMOAudio(features=features),
+                             waveform_to_audio(trimmed, RATE_16K), frames)

@@ -1,0 +1,108 @@
+"""Load EMO Models: EMO checkpoint + wav2vec2 folder -> EMO_MODELS."""
+
+from __future__ import annotations
+
+import logging
+
+from emo_core.errors import EMOInputError
+
+from . import comfy_bridge as bridge
+from .comfy_bridge import io
+from .types import EMOModelsBundle, EMOModelsType
+
+logger = logging.getLogger(__name__)
+
+PRECISION_OPTIONS = ["auto", "fp32", "fp16", "bf16"]
+DEVICE_OPTIONS = ["auto", "keep loaded", "cpu"]
+
+
+class EMOLoadModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EMOLoadModels",
+            display_name="Load EMO Models",
+            category="EMO",
+            description="Loads the EMO checkpoint (ReferenceNet, Backbone with audio, temporal and "
+                        "speed layers, Face Locator, VAE) and a wav2vec2 audio encoder.",
+            inputs=[
+                io.Combo.Input(
+                    "checkpoint", options=bridge.list_checkpoints(),
+                    tooltip="EMO checkpoint (.safetensors) from models/emo. `python -m emo_core "
+                            "demo-weights` makes tiny random ones for testing; real results need a "
+                            "trained checkpoint."),
+                io.Combo.Input(
+                    "wav2vec2", options=bridge.list_wav2vec2(),
+                    tooltip="wav2vec2 model folder (config.json + weights) from models/wav2vec2, "
+                            "e.g. facebook/wav2vec2-base-960h. Must match what the checkpoint's "
+                            "audio layers were trained with."),
+                io.Combo.Input(
+                    "precision", options=PRECISION_OPTIONS, default="auto",
+                    tooltip="Weight precision. auto: fp16 on GPUs that handle it, fp32 on CPU. "
+                            "fp16/bf16 halve memory and run faster; fp32 is exact but slow."),
+                io.Combo.Input(
+                    "device", options=DEVICE_OPTIONS, default="auto",
+                    tooltip="auto: ComfyUI's device, models moved back to RAM after each node "
+                            "(frees VRAM, costs a transfer). keep loaded: stays on the GPU "
+                            "(fastest, holds VRAM). cpu: never uses the GPU (very slow)."),
+                io.Vae.Input(
+                    "vae", optional=True,
+                    tooltip="Optional SD1.5 VAE replacing the checkpoint's own for encoding the "
+                            "reference and decoding frames (e.g. sd-vae-ft-mse). Leave empty to "
+                            "use the VAE inside the checkpoint."),
+                io.Model.Input(
+                    "style_model", optional=True,
+                    tooltip="Optional SD1.5 model (e.g. a civit.ai fine-tune, with LoRAs applied) "
+                            "whose difference to base_model is added to the Backbone and "
+                            "ReferenceNet. Changes the look; strong styles may weaken identity."),
+                io.Model.Input(
+                    "base_model", optional=True,
+                    tooltip="The SD1.5 model style_model was fine-tuned from (usually SD1.5 "
+                            "itself). Without it the style weights replace the EMO UNet weights "
+                            "in proportion to style_strength."),
+                io.Float.Input(
+                    "style_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                    tooltip="How much of (style_model - base_model) to add. 0 = plain EMO; "
+                            "above 1 exaggerates the style and the risk of artefacts."),
+            ],
+            outputs=[EMOModelsType.Output(display_name="emo_models")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint, wav2vec2):
+        # Combo lists are skipped for these two (ComfyUI does that when validate_inputs names
+        # them), so a missing file gets our message naming the folder instead of "not in list".
+        try:
+            bridge.checkpoint_path(checkpoint)
+            bridge.wav2vec2_path(wav2vec2)
+        except EMOInputError as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def execute(cls, checkpoint, wav2vec2, precision, device, vae=None, style_model=None,
+                base_model=None, style_strength=1.0) -> io.NodeOutput:
+        from emo_core.io.emo_checkpoint import load_emo_checkpoint
+        from emo_core.io.wav2vec import load_wav2vec
+
+        run_device = bridge.torch_device(device)
+        dtype = bridge.torch_dtype(precision, run_device)
+        offload = device == "auto" and run_device.type != "cpu"
+        load_device = bridge.offload_device() if offload else run_device
+        path = bridge.checkpoint_path(checkpoint)
+        logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
+        models = load_emo_checkpoint(path, device=load_device, dtype=dtype)
+        wav2vec = load_wav2vec(bridge.wav2vec2_path(wav2vec2), device=load_device, dtype=dtype)
+        if vae is not None and getattr(vae, "latent_channels", 4) != 4:
+            raise EMOInputError(
+                f"vae: EMO needs an SD1.5 VAE with 4 latent channels, got "
+                f"{vae.latent_channels}; connect an SD1.5 VAE or leave the input empty")
+        if style_model is not None and style_strength > 0:
+            from .style_merge import merge_style
+
+            merge_style(models, style_model, base_model, style_strength)
+        bundle = EMOModelsBundle(
+            models=models, wav2vec=wav2vec, device=run_device, dtype=dtype, offload=offload,
+            checkpoint=checkpoint, wav2vec_name=wav2vec2, core_vae=vae,
+        )
+        return io.NodeOutput(bundle)

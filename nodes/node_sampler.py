@@ -1,0 +1,151 @@
+"""EMO Sampler: reference + audio + face mask + speed -> LATENT of every frame (+ IMAGE)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from emo_core.errors import EMOInputError
+
+from . import comfy_bridge as bridge
+from .comfy_bridge import ExecutionBlocker, io
+from .convert import mask_to_array, uint8_to_image
+from .runtime import modules_on_device
+from .types import (
+    EMOAudio,
+    EMOAudioType,
+    EMOModelsBundle,
+    EMOModelsType,
+    EMOReference,
+    EMOReferenceType,
+    EMOSpeed,
+    EMOSpeedType,
+)
+
+logger = logging.getLogger(__name__)
+
+NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; turn "
+             "decode_images on, or decode the latent output with Frames to Video")
+
+
+def _settings(reference: EMOReference, audio: EMOAudio, options: dict):
+    from emo_core.pipeline.settings import GenerationSettings
+
+    return GenerationSettings(fps=audio.fps, size=reference.size, **options).validate()
+
+
+def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:
+    frames = audio.num_frames
+    if speed.num_frames and speed.num_frames != frames:
+        raise EMOInputError(
+            f"emo_speed: Speed Embedding frame_count is {speed.num_frames} but the audio gives "
+            f"{frames} frames at {audio.fps:g} fps; set frame_count to 0 (follow the audio) or "
+            f"connect Wav2Vec Audio Features' frame_count to it")
+    return torch.from_numpy(speed.resolve(frames, audio.fps))
+
+
+def _decode(bundle: EMOModelsBundle, pipeline, latents: torch.Tensor, batch: int):
+    """``latents: (k, 4, h, w)`` scaled -> yields ``(j, S, S, 3)`` uint8 frames."""
+    if bundle.core_vae is not None:
+        for start in range(0, latents.shape[0], batch):
+            chunk = latents[start:start + batch].float().cpu() / bundle.latent_scale
+            images = bundle.core_vae.decode(chunk)
+            yield (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    else:
+        yield from pipeline.decode_latents(latents, batch)
+
+
+class EMOSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from emo_core.pipeline.settings import FIRST_CLIP_MOTION, GUIDANCE_MODES, SCHEDULERS
+
+        return io.Schema(
+            node_id="EMOSampler",
+            display_name="EMO Sampler",
+            category="EMO",
+            description="Generates the video clip by clip (each clip continues from the last "
+                        "motion frames of the previous one); memory does not grow with length.",
+            inputs=[
+                EMOModelsType.Input("emo_models", tooltip="Models from Load EMO Models."),
+                EMOReferenceType.Input("reference", tooltip="From Encode Reference; its size "
+                                                            "is the video size."),
+                EMOAudioType.Input("emo_audio", tooltip="From Wav2Vec Audio Features; sets the "
+                                                        "frame count and fps."),
+                io.Mask.Input("face_mask", tooltip="From Face Locator Mask: where the face may "
+                                                   "be; resized to the reference size."),
+                EMOSpeedType.Input("emo_speed", tooltip="From Speed Embedding: head rotation "
+                                                        "speed per frame."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             control_after_generate=True,
+                             tooltip="Noise seed; same seed and inputs give the same video."),
+                io.Int.Input("steps", default=40, min=1, max=1000,
+                             tooltip="Denoising steps per clip. 40 is the paper's DDIM setting; "
+                                     "fewer is proportionally faster and less detailed."),
+                io.Float.Input("guidance_reference", default=2.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Pull towards the reference identity. Higher = closer "
+                                       "likeness, but stiffer and over-saturated beyond ~4."),
+                io.Float.Input("guidance_audio", default=3.5, min=0.0, max=30.0, step=0.1,
+                               tooltip="Pull towards the audio (lip sync, expression). Higher "
+                                       "= stronger mouth motion, artefacts beyond ~6."),
+                io.Combo.Input("guidance_mode", options=list(GUIDANCE_MODES),
+                               default="separate",
+                               tooltip="separate: reference and audio scales apart (3 model "
+                                       "passes per step). joint: one scale (2 passes, faster)."),
+                io.Int.Input("frames_per_clip", default=12, min=1, max=32,
+                             tooltip="Frames generated together (paper: 12). Longer clips are "
+                                     "smoother but use more memory; motion + clip <= 32."),
+                io.Int.Input("motion_frames", default=4, min=0, max=31,
+                             tooltip="Last frames of a clip that condition the next (paper: 4). "
+                                     "0 makes clips independent (visible seams)."),
+                io.Combo.Input("first_clip_motion", options=list(FIRST_CLIP_MOTION),
+                               default="zeros",
+                               tooltip="Motion frames for the first clip: zeros (paper) or the "
+                                       "reference latent repeated (steadier start)."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
+                               tooltip="ddim: the paper's sampler (epsilon weights). "
+                                       "ddim-vpred-trailing: for Hallo/EchoMimic-style "
+                                       "v-prediction weights. Others: fewer steps, same model."),
+                io.Boolean.Input("decode_images", default=False,
+                                 tooltip="Also decode every frame to an IMAGE batch. Handy for "
+                                         "previews; long videos need a lot of RAM (use the "
+                                         "latent output + Frames to Video instead)."),
+                io.Int.Input("decode_batch", default=8, min=1, max=256,
+                             tooltip="Frames decoded per VAE call: more is faster, uses more "
+                                     "VRAM."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent",
+                                 tooltip="All frames (F, 4, h, w) in VAE space (SD1.5)."),
+                io.Image.Output(display_name="images"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, emo_models: EMOModelsBundle, reference: EMOReference, emo_audio: EMOAudio,
+                face_mask, emo_speed: EMOSpeed, decode_images: bool, decode_batch: int,
+                **options) -> io.NodeOutput:
+        from emo_core.pipeline.pipeline import EMOPipeline
+
+        settings = _settings(reference, emo_audio, dict(options, decode_batch=decode_batch))
+        speed = _speed_curve(emo_speed, emo_audio)
+        mask = torch.from_numpy(mask_to_array(face_mask, reference.size))
+        latents, frames = [], []
+        with modules_on_device(emo_models, emo_models.models):
+            pipeline = EMOPipeline(emo_models.models, emo_models.device, emo_models.dtype)
+            progress = bridge.ProgressReporter()
+            for clip in pipeline.generate_latents(reference.encoded, emo_audio.features, mask,
+                                                  speed, settings, progress=progress,
+                                                  cancel=bridge.check_interrupted):
+                latents.append(clip.float().cpu())
+                if decode_images:
+                    frames.extend(_decode(emo_models, pipeline, clip, decode_batch))
+                    bridge.check_interrupted()
+        samples = torch.cat(latents) / emo_models.latent_scale
+        logger.info("EMO Sampler: %d frames %s", samples.shape[0], tuple(samples.shape[1:]))
+        latent = {"samples": samples, "emo_fps": float(emo_audio.fps)}
+        images = (uint8_to_image(torch.from_numpy(np.concatenate(frames))) if decode_images
+                  else ExecutionBlocker(NO_IMAGES))
+        return io.NodeOutput(latent, images)

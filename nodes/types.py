@@ -1,0 +1,110 @@
+"""Custom socket types of the pack and the frozen values they carry between nodes.
+
+Core ComfyUI types (IMAGE, MASK, AUDIO, LATENT, VAE, MODEL, VIDEO) are used wherever one exists;
+these four carry what has no core equivalent. Values are frozen dataclasses so a cached node output
+cannot be changed by a downstream node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .comfy_bridge import io
+
+EMOModelsType = io.Custom("EMO_MODELS")
+EMOReferenceType = io.Custom("EMO_REFERENCE")
+EMOAudioType = io.Custom("EMO_AUDIO")
+EMOSpeedType = io.Custom("EMO_SPEED")
+
+
+@dataclass(frozen=True)
+class EMOModelsBundle:
+    """Everything the other nodes need to run the model.
+
+    ``models``: ``emo_core.models.EMOModels`` (its ``vae`` may be replaced by a core VAE's weights);
+    ``wav2vec``: transformers ``Wav2Vec2Model``; ``device``/``dtype``: where the nodes run them;
+    ``offload``: move the modules back to the offload device after each node (low VRAM).
+    """
+
+    models: Any
+    wav2vec: Any
+    device: torch.device
+    dtype: torch.dtype
+    offload: bool
+    checkpoint: str
+    wav2vec_name: str
+    core_vae: Any = None  # ComfyUI VAE object when one was connected (decodes LATENT too)
+
+    @property
+    def latent_scale(self) -> float:
+        """SD VAE scaling factor: pipeline latents = VAE-space latents * scale."""
+        vae = getattr(self.models, "vae", None)
+        return float(vae.config.scaling_factor) if vae is not None else 0.18215
+
+
+@dataclass(frozen=True)
+class EMOReference:
+    """Encoded reference: ``encoded`` is ``emo_core.pipeline.reference.EncodedReference``
+    (latents ``(1, 4, S/8, S/8)`` and the ``(S, S, 3)`` uint8 crop)."""
+
+    encoded: Any
+    crop_policy: str
+
+    @property
+    def size(self) -> int:
+        return int(self.encoded.image.shape[0])
+
+
+@dataclass(frozen=True)
+class EMOAudio:
+    """``features``: ``emo_core.audio.features.AudioFeatures`` (windows ``(F, 5, L, C)``)."""
+
+    features: Any
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.num_frames)
+
+    @property
+    def fps(self) -> float:
+        return float(self.features.fps)
+
+
+@dataclass(frozen=True)
+class EMOSpeed:
+    """Head-speed request, resolved to ``(F,)`` deg/frame once the frame count is known.
+
+    ``mode``: ``"constant"`` (``value``), ``"keyframes"`` (``keyframes`` string, needs fps) or
+    ``"measured"`` (``measured``: ``(M,)`` deg/frame from a driving video, stretched to F).
+    ``num_frames`` 0 means "follow the audio".
+    """
+
+    mode: str
+    value: float = 0.0
+    keyframes: str = ""
+    measured: np.ndarray | None = field(default=None, compare=False)
+    num_frames: int = 0
+
+    def resolve(self, num_frames: int, fps: float) -> np.ndarray:
+        """-> ``(num_frames,)`` float32 deg/frame."""
+        from emo_core import speed as emo_speed
+
+        if self.mode == "constant":
+            curve = np.asarray(emo_speed.constant_speed(self.value, num_frames))
+        elif self.mode == "keyframes":
+            curve = np.asarray(emo_speed.keyframed_speed(self.keyframes, num_frames, fps))
+        else:
+            curve = _stretch(np.asarray(self.measured, dtype=np.float32), num_frames)
+        return curve.astype(np.float32).reshape(num_frames)
+
+
+def _stretch(curve: np.ndarray, num_frames: int) -> np.ndarray:
+    """Nearest-index stretch of a measured curve over ``num_frames`` (as the CLI does)."""
+    if curve.size == 0:
+        return np.zeros(num_frames, dtype=np.float32)
+    index = np.rint(np.linspace(0, curve.size - 1, num_frames)).astype(np.int64)
+    return curve[index]

@@ -1,0 +1,226 @@
+"""The two example workflows as data, and their UI (litegraph) / API renderings.
+
+``python tests/nodes_workflow_graphs.py`` rewrites ``example_workflows/`` (JSON + thumbnails);
+``tests/test_nodes_workflows.py`` checks the committed files equal this output and that the UI
+files convert to the API files under ComfyUI's real node schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO_ROOT / "example_workflows"
+
+# (class_type) -> output sockets [(name, type)], as the node schemas declare them.
+OUTPUTS = {
+    "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    "LoadAudio": [("AUDIO", "AUDIO")],
+    "EMOLoadModels": [("emo_models", "EMO_MODELS")],
+    "EMOEncodeReference": [("reference", "EMO_REFERENCE"), ("portrait", "IMAGE")],
+    "EMOAudioFeatures": [("emo_audio", "EMO_AUDIO"), ("audio_16k", "AUDIO"),
+                         ("frame_count", "INT")],
+    "EMOFaceLocatorMask": [("face_mask", "MASK"), ("bbox", "BBOX")],
+    "EMOSpeedEmbedding": [("emo_speed", "EMO_SPEED")],
+    "EMOSampler": [("latent", "LATENT"), ("images", "IMAGE")],
+    "EMOFramesToVideo": [("video", "VIDEO")],
+}
+# (class_type) -> socket (non-widget) inputs [(name, type)] in schema order; the frontend keys
+# link target slots by this order.
+SOCKETS = {
+    "EMOLoadModels": [("vae", "VAE"), ("style_model", "MODEL"), ("base_model", "MODEL")],
+    "EMOEncodeReference": [("emo_models", "EMO_MODELS"), ("image", "IMAGE")],
+    "EMOAudioFeatures": [("emo_models", "EMO_MODELS"), ("audio", "AUDIO")],
+    "EMOFaceLocatorMask": [("image", "IMAGE"), ("mask_override", "MASK")],
+    "EMOSpeedEmbedding": [("driving_video", "IMAGE")],
+    "EMOSampler": [("emo_models", "EMO_MODELS"), ("reference", "EMO_REFERENCE"),
+                   ("emo_audio", "EMO_AUDIO"), ("face_mask", "MASK"), ("emo_speed", "EMO_SPEED")],
+    "EMOFramesToVideo": [("images", "IMAGE"), ("latent", "LATENT"), ("emo_models", "EMO_MODELS"),
+                         ("vae", "VAE"), ("audio", "AUDIO")],
+}
+TITLES = {
+    "LoadImage": "Load Image", "LoadAudio": "Load Audio", "EMOLoadModels": "Load EMO Models",
+    "EMOEncodeReference": "Encode Reference", "EMOAudioFeatures": "Wav2Vec Audio Features",
+    "EMOFaceLocatorMask": "Face Locator Mask", "EMOSpeedEmbedding": "Speed Embedding",
+    "EMOSampler": "EMO Sampler", "EMOFramesToVideo": "Frames to Video", "Note": "Note",
+}
+# Widgets the frontend adds after a widget input without an API value (upload buttons, seed
+# control): name -> values stored in widgets_values right after it.
+UI_ONLY_AFTER = {("LoadImage", "image"): ["image"], ("LoadAudio", "audio"): [None, None],
+                 ("EMOSampler", "seed"): ["fixed"]}
+
+NOTE = (
+    "EMO Portrait example ({title}).\n\n"
+    "1. Copy portrait_astronaut.png and speech_arctic_a0007.wav from "
+    "custom_nodes/ComfyUI-EMO-Portrait/emo_core/samples/ into ComfyUI/input/.\n"
+    "2. Put emo.safetensors into models/emo/ and a wav2vec2 folder into models/wav2vec2/. "
+    "For a quick test: python -m emo_core demo-weights --out ComfyUI/models (tiny random "
+    "weights: the video is noise, but every node runs in about a minute on a CPU).\n\n"
+    "These defaults (size 128, 3 steps) are for the demo weights. With real weights use size "
+    "512, 40 steps (ddim), 25 fps, guidance 2.0 / 3.5.\n{extra}"
+)
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict = field(default_factory=dict)  # API name -> value, in schema order
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
+    size: tuple[int, int] = (300, 130)
+
+
+def _common(title_suffix: str, sampler_decode: bool, steps: int = 3) -> list[Node]:
+    return [
+        Node(1, "LoadImage", (0, 0), {"image": "portrait_astronaut.png"}, size=(300, 320)),
+        Node(2, "LoadAudio", (0, 380), {"audio": "speech_arctic_a0007.wav"}, size=(300, 140)),
+        Node(3, "EMOLoadModels", (0, 580), {
+            "checkpoint": "emo.safetensors", "wav2vec2": "wav2vec2", "precision": "auto",
+            "device": "auto", "style_strength": 1.0}, size=(300, 200)),
+        Node(4, "EMOEncodeReference", (380, 0), {"crop": "face", "size": 128, "face_index": 0},
+             {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 150)),
+        Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False},
+             {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 130)),
+        Node(6, "EMOFaceLocatorMask", (760, 0), {"expand_ratio": 0.3, "face_index": 0},
+             {"image": (4, 1)}, size=(300, 130)),
+        Node(7, "EMOSpeedEmbedding", (380, 580), {
+            "mode": "constant", "speed": 2.0, "keyframes": "0:1.5, 2:3, 4:1.5",
+            "frame_count": 0}, size=(300, 170)),
+        Node(8, "EMOSampler", (1140, 0), {
+            "seed": 0, "steps": steps, "guidance_reference": 2.0, "guidance_audio": 3.5,
+            "guidance_mode": "separate", "frames_per_clip": 12, "motion_frames": 4,
+            "first_clip_motion": "zeros", "scheduler": "ddim", "decode_images": sampler_decode,
+            "decode_batch": 8},
+            {"emo_models": (3, 0), "reference": (4, 0), "emo_audio": (5, 0),
+             "face_mask": (6, 0), "emo_speed": (7, 0)}, size=(320, 420)),
+    ]
+
+
+def talking_portrait() -> list[Node]:
+    nodes = _common("talking portrait", sampler_decode=True)
+    nodes.append(Node(9, "EMOFramesToVideo", (1540, 0), {
+        "fps": 25.0, "filename_prefix": "EMO/talking_portrait", "decode_batch": 8},
+        {"images": (8, 1), "audio": (2, 0)}, size=(340, 420)))
+    nodes.append(Node(10, "Note", (1140, 470), {"text": NOTE.format(
+        title="all seven nodes, frames decoded in the sampler", extra="")}, size=(340, 330)))
+    return nodes
+
+
+def long_video_low_memory() -> list[Node]:
+    nodes = _common("long video", sampler_decode=False)
+    nodes.append(Node(9, "EMOFramesToVideo", (1540, 0), {
+        "fps": 25.0, "filename_prefix": "EMO/long_video", "decode_batch": 4},
+        {"latent": (8, 0), "emo_models": (3, 0), "audio": (2, 0)}, size=(340, 420)))
+    extra = ("\nLow memory: the sampler keeps only latents (64 KB per 512px frame) and Frames "
+             "to Video decodes 4 frames at a time while writing the mp4, so RAM does not grow "
+             "with the audio length. Any length of audio works.")
+    nodes.append(Node(10, "Note", (1140, 470), {"text": NOTE.format(
+        title="long video, latent output, chunked decode", extra=extra)}, size=(340, 380)))
+    return nodes
+
+
+GRAPHS = {"emo_talking_portrait": talking_portrait,
+          "emo_long_video_low_memory": long_video_low_memory}
+
+
+def to_api(nodes: list[Node]) -> dict:
+    """API format: ``{id: {"class_type", "inputs", "_meta"}}`` (Notes are UI only)."""
+    api = {}
+    for node in nodes:
+        if node.type == "Note":
+            continue
+        inputs = dict(node.widgets)
+        inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
+        api[str(node.id)] = {"class_type": node.type, "inputs": inputs,
+                             "_meta": {"title": TITLES[node.type]}}
+    return api
+
+
+def _link_table(nodes: list[Node]) -> list[list]:
+    """``[link id, source, source slot, target, target slot, type, input name]`` rows."""
+    by_id = {n.id: n for n in nodes}
+    table = []
+    for node in nodes:
+        names = [name for name, _ in SOCKETS.get(node.type, [])]
+        for name, (src, slot) in node.links.items():
+            kind = OUTPUTS[by_id[src].type][slot][1]
+            table.append([len(table) + 1, src, slot, node.id, names.index(name), kind, name])
+    return table
+
+
+def _ui_inputs(node: Node, links: list[list]) -> list[dict]:
+    linked = {row[6]: row[0] for row in links if row[3] == node.id}
+    return [{"name": name, "type": kind, "link": linked.get(name)}
+            for name, kind in SOCKETS.get(node.type, [])]
+
+
+def to_ui(nodes: list[Node]) -> dict:
+    """litegraph workflow: nodes with sockets, widgets_values and positions; links table."""
+    links = _link_table(nodes)
+    ui_nodes = []
+    for order, node in enumerate(nodes):
+        inputs = _ui_inputs(node, links)
+        outputs = [{"name": name, "type": kind, "slot_index": slot,
+                    "links": [r[0] for r in links if r[1] == node.id and r[2] == slot] or None}
+                   for slot, (name, kind) in enumerate(OUTPUTS.get(node.type, []))]
+        values = []
+        for name, value in node.widgets.items():
+            values.append(value)
+            values.extend(UI_ONLY_AFTER.get((node.type, name), []))
+        entry = {"id": node.id, "type": node.type, "pos": list(node.pos),
+                 "size": list(node.size), "flags": {}, "order": order, "mode": 0,
+                 "inputs": inputs, "outputs": outputs,
+                 "properties": {"Node name for S&R": node.type}, "widgets_values": values}
+        if node.type == "Note":
+            entry.update(color="#432", bgcolor="#653", title="Read me")
+        ui_nodes.append(entry)
+    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links),
+            "nodes": ui_nodes, "links": [row[:6] for row in links], "groups": [], "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4}
+
+
+def thumbnail(nodes: list[Node], path: Path) -> None:
+    """Draw the graph layout (boxes, titles, links) as a small JPEG for the template browser."""
+    from PIL import Image, ImageDraw
+
+    scale, margin = 0.4, 16
+    width = int(max(n.pos[0] + n.size[0] for n in nodes) * scale) + 2 * margin
+    height = int(max(n.pos[1] + n.size[1] for n in nodes) * scale) + 2 * margin
+    picture = Image.new("RGB", (width, height), (32, 32, 36))
+    draw = ImageDraw.Draw(picture)
+
+    def box(n: Node):
+        x, y = (margin + n.pos[0] * scale, margin + n.pos[1] * scale)
+        return x, y, x + n.size[0] * scale, y + n.size[1] * scale
+
+    by_id = {n.id: n for n in nodes}
+    for node in nodes:
+        for src, _slot in node.links.values():
+            a, b = box(by_id[src]), box(node)
+            draw.line([(a[2], a[1] + 10), (b[0], b[1] + 10)], fill=(140, 170, 220), width=2)
+    for node in nodes:
+        x0, y0, x1, y1 = box(node)
+        colour = (101, 85, 51) if node.type == "Note" else (53, 53, 60)
+        draw.rectangle([x0, y0, x1, y1], fill=colour, outline=(120, 120, 130))
+        draw.rectangle([x0, y0, x1, y0 + 14], fill=(70, 90, 120))
+        draw.text((x0 + 4, y0 + 2), TITLES[node.type], fill=(240, 240, 240))
+    picture.save(path, quality=85)
+
+
+def write_all(folder: Path = WORKFLOWS) -> None:
+    (folder / "api").mkdir(parents=True, exist_ok=True)
+    for name, build in GRAPHS.items():
+        nodes = build()
+        for target, data in ((folder / f"{name}.json", to_ui(nodes)),
+                             (folder / "api" / f"{name}.json", to_api(nodes))):
+            tmp = target.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(target)
+        thumbnail(nodes, folder / f"{name}.jpg")
+
+
+if __name__ == "__main__":
+    write_all()
