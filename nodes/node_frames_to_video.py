@@ -114,6 +114,16 @@ class EMOFramesToVideo(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix):
+        if filename_prefix is None:  # linked from another node: checked when it runs
+            return True
+        try:
+            safe_prefix(filename_prefix)
+        except EMOInputError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, fps, filename_prefix, decode_batch, images=None, latent=None,
                 emo_models: EMOModelsBundle | None = None, vae=None, audio=None):
         from emo_core.pipeline.video import Mp4Writer

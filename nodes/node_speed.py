@@ -56,7 +56,7 @@ class EMOSpeedEmbedding(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, mode, keyframes):
         # keyframes is a widget (never linked here), so a typo is caught before anything runs.
-        if mode == "keyframes":
+        if mode == "keyframes" and keyframes is not None:
             from emo_core.speed import parse_keyframes
 
             try:

@@ -1,0 +1,198 @@
+"""The EMO nodes inside a real ComfyUI 0.3.75 server, driven over HTTP like a user's browser.
+
+One server for the module: demo weights reach it only through an ``extra_model_paths.yaml``
+(keys ``emo:`` and ``wav2vec2:``), MediaPipe files through the default ``models/mediapipe``.
+Runs are tiny (128 px, 3 steps, 4 s of speech) so the module stays a few minutes on 2 CPU cores.
+Test order matters and is part of the check: failing prompts come before successful ones, so
+each success also proves the server kept serving after an error or an interrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.comfyui_harness import PACK_NAME, comfy_server_fixture, output_files
+from tests.conftest import fixture_path
+
+pytestmark = pytest.mark.comfyui
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API = REPO_ROOT / "example_workflows" / "api"
+SPEECH_SECONDS = 4.0  # speech_arctic_a0007.wav (see emo_core/samples/README.md)
+FPS = 25.0
+
+
+def _prepare(tmp_path_factory) -> dict:
+    from emo_core.io.demo_weights import write_demo_weights
+
+    root = tmp_path_factory.mktemp("emo_nodes")
+    weights = write_demo_weights(root / "weights")
+    yaml_path = root / "extra_model_paths.yaml"
+    yaml_path.write_text(
+        f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n", encoding="utf-8")
+    no_face = root / "no_face.png"
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, axis=-1)).save(no_face)
+    silent = root / "silent.wav"
+    with wave.open(str(silent), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\x00\x00" * 32000)
+    mediapipe = fixture_path("blaze_face_short_range.tflite").parent
+    return {
+        "models": {"mediapipe": [mediapipe / "blaze_face_short_range.tflite",
+                                 mediapipe / "face_landmarker.task"]},
+        "inputs": [fixture_path("portrait_astronaut.png"),
+                   fixture_path("speech_arctic_a0007.wav"), no_face, silent],
+        "extra_args": ["--extra-model-paths-config", str(yaml_path)],
+    }
+
+
+comfy_server = comfy_server_fixture("emo_nodes_server", scope="module", prepare=_prepare)
+
+
+def _workflow(name: str = "emo_talking_portrait") -> dict:
+    return json.loads((API / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _post_raw(server, workflow: dict) -> dict:
+    """POST /prompt and return the JSON answer even for HTTP 400 (validation failures)."""
+    try:
+        return server._request("/prompt", body={"prompt": workflow, "client_id": "emo-tests"})
+    except urllib.error.HTTPError as err:
+        return json.loads(err.read().decode("utf-8"))
+
+
+def _messages(entry: dict) -> dict:
+    return {kind: data for kind, data in entry["status"]["messages"]}
+
+
+def _mp4s(server) -> list[Path]:
+    return sorted((server.base_dir / "output").rglob("*.mp4*"))
+
+
+def _error_of(server, workflow: dict) -> str:
+    entry = server.wait_history(server.post_prompt(workflow), timeout=300)
+    assert entry["status"]["status_str"] == "error", entry["status"]
+    return _messages(entry)["execution_error"]["exception_message"]
+
+
+def test_nodes_and_model_folders_from_extra_model_paths(comfy_server):
+    assert comfy_server.import_problems() == []
+    info = comfy_server.object_info()
+    loader = info["EMOLoadModels"]["input"]["required"]
+    # Only the yaml points at these files: models/emo and models/wav2vec2 are empty.
+    assert "emo.safetensors" in loader["checkpoint"][1]["options"]
+    assert "wav2vec2" in loader["wav2vec2"][1]["options"]
+    assert not any((comfy_server.base_dir / "models" / "emo").glob("*"))
+
+
+def test_workflow_templates_are_served(comfy_server):
+    listing = comfy_server.get_json("/api/workflow_templates")
+    assert sorted(listing[PACK_NAME]) == ["emo_long_video_low_memory", "emo_talking_portrait"]
+    served = comfy_server.get_json(f"/api/workflow_templates/{PACK_NAME}/emo_talking_portrait.json")
+    assert {n["type"] for n in served["nodes"]} >= {"EMOSampler", "EMOFramesToVideo"}
+
+
+def test_missing_checkpoint_and_bad_prefix_fail_validation_with_clear_messages(comfy_server):
+    workflow = _workflow()
+    workflow["3"]["inputs"]["checkpoint"] = "missing.safetensors"
+    workflow["9"]["inputs"]["filename_prefix"] = "../../escape"
+    answer = _post_raw(comfy_server, workflow)
+    errors = json.dumps(answer.get("node_errors", {}))
+    assert "no EMO checkpoint 'missing.safetensors' in models/emo" in errors, answer
+    assert "demo-weights" in errors
+    assert "filename_prefix '../../escape'" in errors, answer
+    assert _mp4s(comfy_server) == []
+
+
+def test_no_face_image_is_an_execution_error_naming_the_problem(comfy_server):
+    workflow = _workflow()
+    workflow["1"]["inputs"]["image"] = "no_face.png"
+    message = _error_of(comfy_server, workflow)
+    assert "face" in message.lower(), message
+    assert _mp4s(comfy_server) == []
+
+
+def test_silent_audio_is_an_execution_error_naming_the_problem(comfy_server):
+    workflow = _workflow()
+    workflow["2"]["inputs"]["audio"] = "silent.wav"
+    message = _error_of(comfy_server, workflow)
+    assert "silent" in message, message
+    assert _mp4s(comfy_server) == []
+
+
+def _check_mp4(path: Path, expected_frames: int) -> None:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        assert container.streams.audio, f"{path} has no audio stream"
+        assert video.codec_context.name == "h264"
+        assert Fraction(video.average_rate) == FPS
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == expected_frames
+
+
+def test_example_workflow_writes_the_full_length_video(comfy_server):
+    started = time.monotonic()
+    entry = comfy_server.wait_history(comfy_server.post_prompt(_workflow()), timeout=600)
+    assert entry["status"]["status_str"] == "success", _messages(entry)
+    files = output_files(entry)
+    assert len(files) == 1 and files[0]["filename"].endswith(".mp4"), files
+    path = comfy_server.base_dir / "output" / files[0]["subfolder"] / files[0]["filename"]
+    _check_mp4(path, round(SPEECH_SECONDS * FPS))
+    print(f"talking portrait workflow: {time.monotonic() - started:.1f} s")
+
+
+def _wait_for_log(server, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log_text():
+        assert time.monotonic() < deadline, f"{text!r} never logged\n{server.log_tail()}"
+        time.sleep(0.2)
+
+
+def test_interrupt_during_sampling_stops_quickly_and_writes_nothing(comfy_server):
+    before = _mp4s(comfy_server)
+    workflow = _workflow()
+    # 200 steps x 9 clips would run for many minutes; seed 7 keeps the sampler from being cached.
+    workflow["8"]["inputs"].update(steps=200, seed=7)
+    log_mark = "generating 100 frames"
+    previous = comfy_server.log_text().count(log_mark)
+    prompt_id = comfy_server.post_prompt(workflow)
+    deadline = time.monotonic() + 120
+    while comfy_server.log_text().count(log_mark) == previous:
+        assert time.monotonic() < deadline, comfy_server.log_tail()
+        time.sleep(0.2)
+    time.sleep(1.0)  # let a few denoising steps run
+    asked = time.monotonic()
+    comfy_server.interrupt()
+    entry = comfy_server.wait_history(prompt_id, timeout=60)
+    stopped = time.monotonic() - asked
+    assert "execution_interrupted" in _messages(entry), _messages(entry)
+    # One tiny-model step takes well under a second here; 10 s bounds "within one step" with
+    # room for a loaded 2-core machine, far below the minutes the full run would take.
+    assert stopped < 10.0, stopped
+    assert _mp4s(comfy_server) == before
+
+
+def test_low_memory_workflow_decodes_latents_in_chunks(comfy_server):
+    entry = comfy_server.wait_history(
+        comfy_server.post_prompt(_workflow("emo_long_video_low_memory")), timeout=600)
+    assert entry["status"]["status_str"] == "success", _messages(entry)
+    (record,) = output_files(entry)
+    path = comfy_server.base_dir / "output" / record["subfolder"] / record["filename"]
+    assert record["subfolder"] == "EMO" and record["filename"].startswith("long_video")
+    _check_mp4(path, round(SPEECH_SECONDS * FPS))
+    leftovers = [p for p in _mp4s(comfy_server) if p.suffix != ".mp4"]
+    assert leftovers == [], leftovers
+
