@@ -1,0 +1,285 @@
+"""EMO Backbone: the SD1.5 denoising UNet with reference, audio, temporal, speed and face inputs.
+
+Built by composition: a diffusers ``UNet2DConditionModel`` whose ``attn1`` processors read the
+reference bank, plus forward hooks that run the audio module then the temporal (motion) module
+after each insertion site (Hallo order), and a hook on ``conv_in`` adding the face embedding.
+The new layers live in the model tree (``unet.down_blocks.0.motion_modules.0``,
+``unet.down_blocks.0.audio_modules.0``, ``...transformer_blocks.0.attn_ref`` in "cross" mode), so
+state-dict names are stable and ``copy.deepcopy`` works. Per-call conditioning reaches the hooks
+through ``_CallState``, set in ``forward`` and always cleared (try/finally). Outside ``forward``
+the hooks do nothing: ``backbone.unet`` alone is the plain 2D UNet.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from einops import rearrange, repeat
+from torch import nn
+
+from .audio_attention import AudioAttention
+from .base import SubmodulesFirst
+from .presets import unet_config
+from .reference_attention import (
+    BankSlot,
+    ReferenceBank,
+    ReferenceReadProcessor,
+    reference_cross_attention,
+)
+from .sites import Site, attn1_names, replace_output, unet_sites
+from .temporal import TemporalModule
+
+logger = logging.getLogger(__name__)
+
+NEW_BRANCHES = (".motion_modules.", ".audio_modules.", ".attn_ref.")
+
+
+class _CallState:
+    """Conditioning of the running forward call (all per-row tensors already ``(b*f, ...)``)."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.active = False
+        self.frames = 1
+        self.batch = 1
+        self.motion: list[torch.Tensor] | None = None
+        self.zero_motion = 0
+        self.speed: torch.Tensor | None = None
+        self.audio: torch.Tensor | None = None
+        self.audio_rows: torch.Tensor | None = None
+        self.face: torch.Tensor | None = None
+
+    def conv_in_hook(self, module, args, output):
+        if self.active and self.face is not None:
+            return output + self.face.to(output.dtype)
+        return output
+
+
+class _SiteRunner:
+    """Forward hook for one site: audio attention (spatial sites), then the temporal module."""
+
+    def __init__(self, state: _CallState, index: int, motion: TemporalModule,
+                 audio: AudioAttention | None):
+        self.state = state
+        self.index = index
+        self.motion = motion
+        self.audio = audio
+
+    def hook(self, module, args, output):
+        if not self.state.active:
+            return output
+        return replace_output(output, self.apply)
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden: (b*f, c, h, w)`` -> same shape."""
+        state = self.state
+        if self.audio is not None:
+            hidden = self.audio(hidden, state.audio, state.audio_rows)
+        if state.motion is not None:
+            motion = state.motion[self.index]
+        elif state.zero_motion:
+            motion = hidden.new_zeros(state.batch, state.zero_motion, *hidden.shape[1:])
+        else:
+            motion = None
+        return self.motion(hidden, state.frames, motion, state.speed)
+
+
+class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
+    """``backbone(sample (b, f, 4, h, w), timestep, **conditions) -> (b, f, 4, h, w)``."""
+
+    @register_to_config
+    def __init__(
+        self,
+        unet: dict | None = None,
+        audio_token_dim: int = 768,
+        speed_token_dim: int = 768,
+        motion_num_attention_heads: int = 8,
+        motion_max_frames: int = 32,
+        motion_frames: int = 4,
+        reference_attention: str = "concat",
+    ):
+        super().__init__()
+        if reference_attention not in ("concat", "cross"):
+            raise ValueError(
+                f"reference_attention must be 'concat' or 'cross', got {reference_attention!r}"
+            )
+        if not 0 <= motion_frames < motion_max_frames:
+            raise ValueError(
+                f"motion_frames must be in [0, {motion_max_frames}), got {motion_frames}"
+            )
+        self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
+        self._state = _CallState()
+        self._slot = BankSlot()
+        self.unet.conv_in.register_forward_hook(self._state.conv_in_hook)
+        self._install_reference(reference_attention)
+        self.num_sites = self._install_sites()
+
+    def _install_reference(self, mode: str) -> None:
+        for name in attn1_names(self.unet):
+            attn1 = self.unet.get_submodule(name)
+            ref_attn = None
+            if mode == "cross":
+                ref_attn = reference_cross_attention(attn1)
+                parent = self.unet.get_submodule(name.rsplit(".", 1)[0])
+                parent.attn_ref = ref_attn
+            attn1.set_processor(ReferenceReadProcessor(name, self._slot, mode, ref_attn))
+
+    def _install_sites(self) -> int:
+        cfg = self.config
+        groups = self.unet.config.norm_num_groups
+        sites = unet_sites(self.unet)
+        by_block: dict[str, list[Site]] = {}
+        for site in sites:
+            by_block.setdefault(site.block_name, []).append(site)
+        index = 0
+        for block_sites in by_block.values():
+            block = block_sites[0].block
+            block.motion_modules = nn.ModuleList(
+                TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
+                               cfg.speed_token_dim or None, groups)
+                for s in block_sites
+            )
+            if block_sites[0].spatial:
+                block.audio_modules = nn.ModuleList(
+                    AudioAttention(s.channels, cfg.audio_token_dim, _heads(s.carrier))
+                    for s in block_sites
+                )
+            for j, site in enumerate(block_sites):
+                audio = block.audio_modules[j] if site.spatial else None
+                runner = _SiteRunner(self._state, index, block.motion_modules[j], audio)
+                site.carrier.register_forward_hook(runner.hook)
+                index += 1
+        return index
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @classmethod
+    def from_unet2d(cls, unet: UNet2DConditionModel, **extra_config) -> EMOBackbone:
+        """A Backbone whose SD weights are exactly ``unet``'s; new branches start at zero."""
+        config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+        model = cls(unet=config, **extra_config)
+        missing, unexpected = model.unet.load_state_dict(unet.state_dict(), strict=False)
+        foreign = [k for k in missing if not any(b in f".{k}" for b in NEW_BRANCHES)]
+        if unexpected or foreign:
+            raise ValueError(
+                f"UNet weights do not fit the Backbone: missing {foreign[:5]} "
+                f"({len(foreign)}), unexpected {unexpected[:5]} ({len(unexpected)})"
+            )
+        return model.to(unet.dtype)
+
+    def forward(self, sample: torch.Tensor, timestep, *, reference=None, reference_rows=None,
+                audio_tokens=None, audio_rows=None, speed_tokens=None, face_embedding=None,
+                context=None) -> torch.Tensor:
+        """``sample: (b, f, 4, h, w)``, ``timestep: scalar | (b,)``, ``reference:
+        ReferenceFeatures | None``, ``reference_rows / audio_rows: (b,) bool | None``,
+        ``audio_tokens: (b, f, K, Da)``, ``speed_tokens: (b, f, S, Ds)``, ``face_embedding:
+        (b, C0, h, w)``, ``context: (b | 1, L, D)`` -> noise prediction ``(b, f, 4, h, w)``."""
+        batch, frames = self._check_sample(sample)
+        rows = self._check_rows
+        bank = ReferenceBank(reference.bank if reference is not None else None,
+                             rows=rows("reference_rows", reference_rows, batch), frames=frames)
+        state = self._state
+        try:
+            state.frames, state.batch, state.active = frames, batch, True
+            state.audio = self._per_frame("audio_tokens", audio_tokens, batch, frames,
+                                          self.config.audio_token_dim)
+            state.audio_rows = _frame_rows(rows("audio_rows", audio_rows, batch), frames)
+            state.speed = self._per_frame("speed_tokens", speed_tokens, batch, frames,
+                                          self.config.speed_token_dim)
+            state.face = self._face(face_embedding, sample, batch, frames)
+            self._set_motion(reference, batch)
+            with bank:
+                self._slot.bank = bank
+                out = self.unet(
+                    rearrange(sample, "b f c h w -> (b f) c h w"),
+                    self._timesteps(timestep, batch, frames, sample.device),
+                    encoder_hidden_states=self._context(context, batch, frames, sample),
+                    return_dict=False,
+                )[0]
+        finally:
+            self._slot.bank = None
+            state.clear()
+        return rearrange(out, "(b f) c h w -> b f c h w", f=frames)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_sample(self, sample: torch.Tensor) -> tuple[int, int]:
+        channels = self.in_channels
+        if sample.ndim != 5 or sample.shape[2] != channels:
+            raise ValueError(f"sample must be (b, f, {channels}, h, w), got {tuple(sample.shape)}")
+        if not sample.is_floating_point():
+            raise ValueError(f"sample must be a float tensor, got {sample.dtype}")
+        return sample.shape[0], sample.shape[1]
+
+    @staticmethod
+    def _check_rows(name: str, rows, batch: int):
+        if rows is None:
+            return None
+        rows = torch.as_tensor(rows)
+        if rows.shape != (batch,) or rows.dtype != torch.bool:
+            raise ValueError(f"{name} must be a ({batch},) bool tensor, got "
+                             f"{tuple(rows.shape)} {rows.dtype}")
+        return rows
+
+    @staticmethod
+    def _per_frame(name, tokens, batch, frames, dim):
+        """``(b, f, K, D)`` -> ``(b*f, K, D)``."""
+        if tokens is None:
+            return None
+        if tokens.ndim != 4 or tuple(tokens.shape[:2]) != (batch, frames) or tokens.shape[-1] != dim:
+            raise ValueError(f"{name} must be ({batch}, {frames}, tokens, {dim}), "
+                             f"got {tuple(tokens.shape)}")
+        return rearrange(tokens, "b f k d -> (b f) k d")
+
+    def _face(self, face, sample, batch, frames):
+        """``(b, C0, h, w)`` -> per frame ``(b*f, C0, h, w)``."""
+        if face is None:
+            return None
+        expected = (batch, self.unet.config.block_out_channels[0], *sample.shape[-2:])
+        if tuple(face.shape) != expected:
+            raise ValueError(f"face_embedding must be {expected}, got {tuple(face.shape)}")
+        return repeat(face, "b c h w -> (b f) c h w", f=frames)
+
+    def _set_motion(self, reference, batch: int) -> None:
+        motion = None if reference is None else reference.motion
+        if motion is None:
+            self._state.zero_motion = int(self.config.motion_frames)
+            return
+        if len(motion) != self.num_sites:
+            raise ValueError(f"reference.motion must hold {self.num_sites} feature maps (one per "
+                             f"temporal module), got {len(motion)}")
+        self._state.motion = motion
+
+    def _timesteps(self, timestep, batch: int, frames: int, device) -> torch.Tensor:
+        t = torch.as_tensor(timestep, device=device)
+        if t.ndim == 0:
+            return t.expand(batch * frames)
+        if t.shape != (batch,):
+            raise ValueError(f"timestep must be a scalar or ({batch},), got {tuple(t.shape)}")
+        return t.repeat_interleave(frames)
+
+    def _context(self, context, batch: int, frames: int, sample) -> torch.Tensor:
+        """``(b | 1, L, D)`` -> ``(b*f, L, D)``; None -> one zero token (EMO has no text)."""
+        dim = self.unet.config.cross_attention_dim
+        if context is None:
+            return sample.new_zeros(batch * frames, 1, dim)
+        if context.ndim != 3 or context.shape[-1] != dim or context.shape[0] not in (1, batch):
+            raise ValueError(f"context must be ({batch} or 1, L, {dim}), got {tuple(context.shape)}")
+        context = context.to(sample.dtype).expand(batch, *context.shape[1:])
+        return repeat(context, "b l d -> (b f) l d", f=frames)
+
+
+def _frame_rows(rows, frames: int):
+    return None if rows is None else repeat(rows, "b -> (b f)", f=frames)
+
+
+def _heads(transformer) -> int:
+    """Head count of a spatial transformer's self-attention (audio attention uses the same)."""
+    return int(transformer.transformer_blocks[0].attn1.heads)

@@ -1,0 +1,162 @@
+"""ReferenceNet: an SD1.5 UNet run once per clip at t=0 on the reference and the motion frames.
+
+It hands the Backbone (a) the ``attn1`` input tokens of every spatial self-attention, from the
+reference rows (the reference bank), and (b) the features at the 21 temporal-module positions,
+from the motion-frame rows. ``conv_norm_out`` / ``conv_out`` are deleted: never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from einops import rearrange, repeat
+
+from .base import SubmodulesFirst
+from .presets import unet_config
+from .reference_attention import BankSlot, ReferenceBank, ReferenceWriteProcessor
+from .sites import attn1_names, replace_output, unet_sites
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceFeatures:
+    """``bank: attn1 name -> (b, L, c)``; ``motion: 21 x (b, n, c_i, h_i, w_i)`` or None."""
+
+    bank: dict[str, torch.Tensor]
+    motion: list[torch.Tensor] | None = None
+
+
+class _Capture:
+    """Forward hook at one temporal site: keeps the motion rows of the carrier's output."""
+
+    def __init__(self, state: dict, index: int):
+        self.state = state
+        self.index = index
+
+    def hook(self, module, args, output):
+        features = self.state.get("features")
+        if features is not None:
+            def keep(sample):
+                features[self.index] = sample[self.state["rows"]:]
+                return sample
+            replace_output(output, keep)
+        return output
+
+
+class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
+    """``reference_net(reference_latents, motion_latents, context) -> ReferenceFeatures``."""
+
+    @register_to_config
+    def __init__(self, unet: dict | None = None):
+        super().__init__()
+        self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
+        self.unet.conv_norm_out = None
+        self.unet.conv_out = None
+        self.unet.conv_act = None
+        self._slot = BankSlot()
+        self._state: dict = {}
+        self.bank_names = attn1_names(self.unet)
+        for name in self.bank_names:
+            self.unet.get_submodule(name).set_processor(ReferenceWriteProcessor(name, self._slot))
+        self.num_sites = 0
+        for index, site in enumerate(unet_sites(self.unet)):
+            site.carrier.register_forward_hook(_Capture(self._state, index).hook)
+            self.num_sites += 1
+
+    @classmethod
+    def from_unet2d(cls, unet: UNet2DConditionModel) -> ReferenceNet:
+        """Copy of ``unet`` (every weight except the unused output head), same dtype."""
+        config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+        model = cls(unet=config)
+        state = {k: v for k, v in unet.state_dict().items()
+                 if not k.startswith(("conv_out.", "conv_norm_out."))}
+        model.unet.load_state_dict(state, strict=True)
+        return model.to(unet.dtype)
+
+    def forward(self, reference_latents: torch.Tensor, motion_latents: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> ReferenceFeatures:
+        """``reference_latents: (b, 4, h, w)``, ``motion_latents: (b, n, 4, h, w)``,
+        ``context: (b | 1, L, D)``; one t=0 pass over ``cat(reference, motion)`` rows."""
+        batch, rows = self._check(reference_latents, motion_latents)
+        sample = reference_latents
+        if motion_latents is not None:
+            flat = rearrange(motion_latents, "b n c h w -> (b n) c h w")
+            sample = torch.cat([reference_latents, flat.to(reference_latents.dtype)])
+        bank = ReferenceBank()
+        features: list | None = [None] * self.num_sites if motion_latents is not None else None
+        self._slot.rows = batch
+        self._state.update(rows=batch, features=features)
+        try:
+            with bank:
+                self._slot.bank = bank
+                self._run(sample, self._context(context, batch, rows, sample))
+                tokens = dict(bank.tokens)
+        finally:
+            self._slot.bank = None
+            self._state.clear()
+        motion = None
+        if features is not None:
+            n = motion_latents.shape[1]
+            motion = [rearrange(f, "(b n) c h w -> b n c h w", n=n) for f in features]
+        return ReferenceFeatures(bank=tokens, motion=motion)
+
+    def _run(self, sample: torch.Tensor, context: torch.Tensor) -> None:
+        """The UNet's own submodules up to the last up block (no output head), t = 0."""
+        unet = self.unet
+        timesteps = torch.zeros(sample.shape[0], device=sample.device)
+        emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
+        hidden = unet.conv_in(sample)
+        residuals = (hidden,)
+        for block in unet.down_blocks:
+            kwargs = {"encoder_hidden_states": context} if _cross(block) else {}
+            hidden, res = block(hidden, temb=emb, **kwargs)
+            residuals += res
+        hidden = unet.mid_block(hidden, emb, encoder_hidden_states=context)
+        for block in unet.up_blocks:
+            skips = residuals[-len(block.resnets):]
+            residuals = residuals[: -len(block.resnets)]
+            size = residuals[-1].shape[2:] if residuals else None
+            kwargs = {"encoder_hidden_states": context} if _cross(block) else {}
+            hidden = block(hidden, res_hidden_states_tuple=skips, temb=emb, upsample_size=size,
+                           **kwargs)
+
+    def _check(self, reference, motion) -> tuple[int, int]:
+        channels = self.unet.config.in_channels
+        if reference.ndim != 4 or reference.shape[1] != channels:
+            raise ValueError(
+                f"reference_latents must be (b, {channels}, h, w), got {tuple(reference.shape)}"
+            )
+        if not reference.is_floating_point():
+            raise ValueError(f"reference_latents must be float, got {reference.dtype}")
+        batch = reference.shape[0]
+        if motion is None:
+            return batch, batch
+        expected = (batch, motion.shape[1] if motion.ndim == 5 else "n", *reference.shape[1:])
+        if motion.ndim != 5 or tuple(motion.shape) != expected:
+            raise ValueError(f"motion_latents must be {expected}, got {tuple(motion.shape)}")
+        return batch, batch * (1 + motion.shape[1])
+
+    def _context(self, context, batch, rows, sample) -> torch.Tensor:
+        """``(b | 1, L, D)`` -> per-row ``(rows, L, D)``: reference rows then motion rows."""
+        dim = self.unet.config.cross_attention_dim
+        if context is None:
+            return sample.new_zeros(rows, 1, dim)
+        if context.ndim != 3 or context.shape[-1] != dim or context.shape[0] not in (1, batch):
+            raise ValueError(f"context must be ({batch} or 1, L, {dim}), got {tuple(context.shape)}")
+        context = context.to(sample.dtype).expand(batch, *context.shape[1:])
+        per_motion = (rows - batch) // batch
+        if not per_motion:
+            return context
+        motion = repeat(context, "b l d -> (b n) l d", n=per_motion)
+        return torch.cat([context, motion])
+
+
+def _cross(block) -> bool:
+    """Whether a diffusers UNet block takes ``encoder_hidden_states`` (text/context attention)."""
+    return bool(getattr(block, "has_cross_attention", False))
