@@ -1,0 +1,158 @@
+"""Image normalisation: every image that enters emo_core becomes ``(H, W, 3) uint8`` RGB here.
+
+Accepted: numpy arrays or torch tensors shaped ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``,
+``(H, W, 4)`` or a ComfyUI IMAGE batch of one ``(1, H, W, C)``; dtype uint8, uint16, bool or float
+in 0..1. RGBA is composited over white: transparent regions of cut-out portraits often hold
+undefined (black or garbage) RGB values, and a plain white background is what a face detector and
+the diffusion model handle best.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import EMOInputError
+
+logger = logging.getLogger(__name__)
+
+# Float images may carry tiny overshoots from resampling; anything beyond this is a 0..255 mistake.
+_FLOAT_TOLERANCE = 1e-3
+_BACKGROUND = 255.0  # RGBA is composited over white
+
+
+def _as_numpy(image, name: str) -> np.ndarray:
+    """numpy or torch -> numpy array (torch tensors are detached and moved to the CPU)."""
+    if isinstance(image, np.ndarray):
+        return image
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch.Tensor without importing torch
+        tensor = image.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()  # bfloat16 / float16 have no (or lossy) numpy equivalents
+        return tensor.numpy()
+    if isinstance(image, Image.Image):
+        return np.asarray(image)
+    raise EMOInputError(
+        f"{name}: expected a numpy array or torch tensor, got {type(image).__name__}; "
+        "pass the image as an array shaped (H, W, 3)."
+    )
+
+
+def _to_hwc(array: np.ndarray, name: str) -> np.ndarray:
+    """Any accepted layout -> ``(H, W, C)`` with C in {1, 3, 4}."""
+    shape = tuple(array.shape)
+    if array.ndim == 4:
+        if shape[0] != 1:
+            raise EMOInputError(
+                f"{name}: got a batch of {shape[0]} images {shape}; pass one image "
+                "(select a single frame, e.g. image[0])."
+            )
+        array = array[0]
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] > 4:
+            hint = " It looks channel-first; transpose it to (H, W, C)."
+        raise EMOInputError(
+            f"{name}: unsupported image shape {shape}; expected (H, W), (H, W, 1), (H, W, 3), "
+            f"(H, W, 4) or (1, H, W, C).{hint}"
+        )
+    return array
+
+
+def _to_float01(array: np.ndarray, name: str) -> np.ndarray:
+    """dtype -> float32 in 0..1 (rejects float images that are clearly 0..255 or contain NaN)."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise EMOInputError(f"{name}: image contains NaN or infinite values; fix its source.")
+        low, high = float(values.min()), float(values.max())
+        if low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
+            raise EMOInputError(
+                f"{name}: float image values span {low:.3g}..{high:.3g}, expected 0..1; "
+                "divide 0..255 images by 255 or pass them as uint8."
+            )
+        return np.clip(values, 0.0, 1.0)
+    raise EMOInputError(
+        f"{name}: unsupported image dtype {array.dtype}; use uint8, uint16, bool or float 0..1."
+    )
+
+
+def to_rgb_uint8(image, name: str = "image") -> np.ndarray:
+    """Normalise any accepted image to RGB uint8.
+
+    image: numpy / torch, (H, W) | (H, W, C) | (1, H, W, C), C in {1, 3, 4}
+    returns: (H, W, 3) uint8, C-contiguous (MediaPipe and PIL need contiguous buffers).
+    ``name`` is used in error messages so callers can say which input was wrong.
+    """
+    array = _to_hwc(_as_numpy(image, name), name)
+    if array.dtype == np.uint8 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    values = _to_float01(array, name)
+    channels = values.shape[2]
+    if channels == 1:
+        values = np.repeat(values, 3, axis=2)
+    elif channels == 4:
+        alpha = values[:, :, 3:4]
+        values = values[:, :, :3] * alpha + (_BACKGROUND / 255.0) * (1.0 - alpha)
+    return np.ascontiguousarray(np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8))
+
+
+def _pil_to_array(picture: Image.Image) -> np.ndarray:
+    """PIL image of any mode -> array that ``to_rgb_uint8`` accepts (alpha kept for compositing)."""
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: PIL's convert("RGB") would clip at 255 instead of scaling.
+        values = np.asarray(picture, dtype=np.float64)
+        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0.0, 1.0)
+    has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
+    return np.asarray(picture.convert("RGBA" if has_alpha else "RGB"))
+
+
+def load_image_file(path) -> np.ndarray:
+    """Read an image file with PIL, apply its EXIF orientation -> (H, W, 3) uint8 RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise EMOInputError(f"image file {str(path)!r} does not exist; check the path.")
+    try:
+        with Image.open(path) as picture:
+            picture = ImageOps.exif_transpose(picture)  # phone photos store rotation in EXIF
+            array = _pil_to_array(picture)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise EMOInputError(
+            f"image file {str(path)!r} could not be read ({error}); "
+            "use a PNG, JPEG or WebP image."
+        ) from error
+    logger.debug("loaded %s: %s", path, array.shape)
+    return to_rgb_uint8(array, name=f"image file {str(path)!r}")
+
+
+def to_rgb_frames(images, name: str = "images") -> list[np.ndarray]:
+    """A batch of frames -> list of (H, W, 3) uint8, all the same size.
+
+    images: (B, H, W, C) array / tensor (a ComfyUI IMAGE batch), one (H, W[, C]) image, or a
+    list / tuple of images.
+    """
+    if isinstance(images, (list, tuple)):
+        frames = [to_rgb_uint8(image, name=f"{name}[{i}]") for i, image in enumerate(images)]
+    elif getattr(images, "ndim", 0) == 4:
+        frames = [to_rgb_uint8(images[i], name=f"{name}[{i}]") for i in range(images.shape[0])]
+    else:
+        frames = [to_rgb_uint8(images, name=name)]
+    if not frames:
+        raise EMOInputError(f"{name}: no images given; pass at least one image.")
+    sizes = sorted({frame.shape[:2] for frame in frames})
+    if len(sizes) > 1:
+        raise EMOInputError(
+            f"{name}: frames have different sizes {sizes[:4]}; resize them to one size."
+        )
+    return frames
