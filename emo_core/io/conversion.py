@@ -238,6 +238,13 @@ def _rename_legacy_vae_attention(state_dict: Mapping) -> dict[str, torch.Tensor]
     return out
 
 
+def has_vae_weights(state_dict: Mapping) -> bool:
+    """Whether ``state_dict`` carries a VAE in any naming :func:`ldm_to_diffusers_vae` accepts."""
+    return _DIFFUSERS_VAE_MARKER in state_dict or any(
+        p + m in state_dict for p in ("first_stage_model.", "") for m in _LDM_VAE_MARKERS
+    )
+
+
 def ldm_to_diffusers_vae(state_dict: Mapping, config: Mapping) -> dict[str, torch.Tensor]:
     """SD VAE in any supported naming -> diffusers ``AutoencoderKL`` names.
 
@@ -246,8 +253,7 @@ def ldm_to_diffusers_vae(state_dict: Mapping, config: Mapping) -> dict[str, torc
     """
     if _DIFFUSERS_VAE_MARKER in state_dict:
         return _rename_legacy_vae_attention(state_dict)
-    prefixes = ("first_stage_model.", "")
-    if not any(p + m in state_dict for p in prefixes for m in _LDM_VAE_MARKERS):
+    if not has_vae_weights(state_dict):
         raise CheckpointError(
             "no VAE found in this file; expected a full SD1.5 checkpoint (first_stage_model.*), "
             "an LDM VAE file (encoder.down.*) or a diffusers VAE (encoder.down_blocks.*)"

@@ -48,7 +48,7 @@ def shipped_config(name: str) -> dict:
     return json.loads(text)
 
 
-def _component_file(path: Path, subfolder: str) -> Path:
+def component_file(path: Path, subfolder: str) -> Path:
     """The weight file of a component given a pipeline folder, component folder or file."""
     if path.is_file():
         return path
@@ -82,23 +82,39 @@ def _build_and_load(cls, config: Mapping, state_dict: Mapping, what: str, dtype)
     return model.to(dtype=dtype).eval()
 
 
+def unet_from_state_dict(
+    state_dict: Mapping, config: Mapping | None = None, dtype: torch.dtype = torch.float32,
+    what: str = "UNet",
+) -> UNet2DConditionModel:
+    """SD1.5 UNet from an already-read state dict (LDM or diffusers names)."""
+    config = dict(config or shipped_config("unet"))
+    converted = ldm_to_diffusers_unet(state_dict, config)
+    return _build_and_load(UNet2DConditionModel, config, converted, what, dtype)
+
+
+def vae_from_state_dict(
+    state_dict: Mapping, config: Mapping | None = None, dtype: torch.dtype = torch.float32,
+    what: str = "VAE",
+) -> AutoencoderKL:
+    """SD VAE from an already-read state dict (full checkpoint, LDM VAE or diffusers names)."""
+    config = dict(config or shipped_config("vae"))
+    converted = ldm_to_diffusers_vae(state_dict, config)
+    return _build_and_load(AutoencoderKL, config, converted, what, dtype)
+
+
 def load_sd15_unet(
     path: str | os.PathLike, config: Mapping | None = None, dtype: torch.dtype = torch.float32
 ) -> UNet2DConditionModel:
     """SD1.5 UNet from a folder or single file. ``config`` defaults to the shipped SD1.5 one."""
-    config = dict(config or shipped_config("unet"))
-    file = _component_file(Path(path), "unet")
+    file = component_file(Path(path), "unet")
     logger.info("loading SD1.5 UNet from %s", file)
-    state_dict = ldm_to_diffusers_unet(load_state_dict(file), config)
-    return _build_and_load(UNet2DConditionModel, config, state_dict, f"UNet in {file}", dtype)
+    return unet_from_state_dict(load_state_dict(file), config, dtype, f"UNet in {file}")
 
 
 def load_sd15_vae(
     path: str | os.PathLike, config: Mapping | None = None, dtype: torch.dtype = torch.float32
 ) -> AutoencoderKL:
     """SD VAE from a folder or single file. ``config`` defaults to the shipped SD1.5 one."""
-    config = dict(config or shipped_config("vae"))
-    file = _component_file(Path(path), "vae")
+    file = component_file(Path(path), "vae")
     logger.info("loading VAE from %s", file)
-    state_dict = ldm_to_diffusers_vae(load_state_dict(file), config)
-    return _build_and_load(AutoencoderKL, config, state_dict, f"VAE in {file}", dtype)
+    return vae_from_state_dict(load_state_dict(file), config, dtype, f"VAE in {file}")

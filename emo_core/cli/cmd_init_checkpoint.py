@@ -1,0 +1,121 @@
+"""``python -m emo_core init-checkpoint``: build an untrained EMO checkpoint from public weights.
+
+The SD1.5 UNet becomes both ReferenceNet and Backbone (every weight copied exactly), the
+AnimateDiff motion module fills the temporal modules, and every new EMO branch (audio, speed,
+face locator, reference cross-attention) starts at zero, so the result animates nothing yet: it is
+the starting point for training, or a container to load trained EMO branches into. The VAE is taken
+from --vae, else from the SD1.5 source when it has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "init-checkpoint", help="SD1.5 + AnimateDiff -> untrained EMO checkpoint",
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sd15", type=Path, required=True,
+                        help="SD1.5 single file (.safetensors/.ckpt) or diffusers folder")
+    parser.add_argument("--motion-module", type=Path, required=True,
+                        help="AnimateDiff SD1.5 motion module, e.g. mm_sd_v15_v2.ckpt")
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="VAE file or folder (default: the VAE inside --sd15, if any)")
+    parser.add_argument("--no-vae", action="store_true", help="store no VAE in the checkpoint")
+    parser.add_argument("--preset", choices=("sd15", "tiny"), default="sd15",
+                        help="architecture preset (tiny: test-sized models)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+                        help="tensor type stored in the file (fp16 halves its size)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for the new branches' non-zero parameters")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def _check_args(args) -> None:
+    from ..errors import EMOInputError
+
+    if args.out.suffix.lower() != ".safetensors":
+        raise EMOInputError(f"--out {str(args.out)!r} must end in .safetensors")
+    if args.out.exists() and not args.overwrite:
+        raise EMOInputError(
+            f"--out {str(args.out)!r} already exists; choose another name or pass --overwrite"
+        )
+    if args.vae is not None and args.no_vae:
+        raise EMOInputError("--vae and --no-vae contradict each other; pass only one")
+
+
+def _load_sources(args, unet_config, vae_config):
+    """(UNet2DConditionModel, AutoencoderKL | None, AnimateDiff state dict), all checked."""
+    from ..io.animatediff import load_motion_module
+    from ..io.conversion import has_vae_weights
+    from ..io.safe_load import load_state_dict
+    from ..io.sd15 import component_file, load_sd15_vae, unet_from_state_dict, vae_from_state_dict
+
+    motion = load_motion_module(args.motion_module)  # small: fail fast before the big reads
+    unet_file = component_file(args.sd15, "unet")
+    source = load_state_dict(unet_file)
+    unet = unet_from_state_dict(source, unet_config, what=f"UNet in {unet_file}")
+    vae = None
+    if args.vae is not None:
+        vae = load_sd15_vae(args.vae, vae_config)
+    elif not args.no_vae and args.sd15.is_file() and has_vae_weights(source):
+        vae = vae_from_state_dict(source, vae_config, what=f"VAE in {unet_file}")
+    elif not args.no_vae and (args.sd15 / "vae").is_dir():
+        vae = load_sd15_vae(args.sd15, vae_config)
+    if vae is None and not args.no_vae:
+        logger.warning("no VAE found in %s and no --vae given: the checkpoint has no VAE "
+                       "(connect one in ComfyUI, or pass --vae)", args.sd15)
+    return unet, vae, motion
+
+
+def build_initial_models(unet, vae, motion, preset: str, seed: int):
+    """EMOModels: ReferenceNet/Backbone copied from ``unet``, AnimateDiff loaded, rest zero."""
+    from ..io.animatediff import apply_motion_module
+    from ..models.emo_models import EMOModels
+    from ..models.presets import emo_component_configs
+
+    configs = emo_component_configs(preset)
+    with torch.random.fork_rng(devices=[]):  # the new branches' random parts, reproducibly
+        torch.manual_seed(seed)
+        reference_net = type_of("reference_net").from_unet2d(unet)
+        extra = {k: v for k, v in configs["backbone"].items() if k != "unet"}
+        backbone = type_of("backbone").from_unet2d(unet, **extra)
+        parts = {name: type_of(name).from_config(configs[name])
+                 for name in ("face_locator", "audio_projection", "speed_encoder")}
+    apply_motion_module(backbone, motion)
+    return EMOModels(reference_net, backbone, vae=vae,
+                     context_tokens=configs["context"]["tokens"], **parts)
+
+
+def type_of(component: str):
+    from ..models.emo_models import COMPONENTS
+
+    return COMPONENTS[component]
+
+
+def run(args) -> int:
+    from ..io.emo_checkpoint import save_emo_checkpoint
+    from ..models.presets import unet_config, vae_config
+
+    _check_args(args)
+    unet, vae, motion = _load_sources(args, unet_config(args.preset), vae_config(args.preset))
+    models = build_initial_models(unet, vae, motion, args.preset, args.seed)
+    del unet
+    out = save_emo_checkpoint(models.to(DTYPES[args.dtype]), args.out)
+    parameters = sum(p.numel() for p in models.parameters())
+    print(f"EMO checkpoint written to {out.resolve()} ({parameters / 1e6:.1f} M parameters, "
+          f"{args.dtype}, VAE {'included' if vae is not None else 'not included'})")
+    print("note: the audio, speed and face-locator branches are untrained (zero): this "
+          "checkpoint is a starting point for training, it does not animate portraits yet.")
+    return 0

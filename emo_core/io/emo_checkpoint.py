@@ -1,0 +1,161 @@
+"""Save and load the EMO checkpoint: one ``.safetensors`` file that rebuilds itself.
+
+Layout: tensors prefixed by component (``reference_net.``, ``backbone.``, ``face_locator.``,
+``audio_projection.``, ``speed_encoder.``, optional ``vae.``) plus the top-level ``context``;
+metadata ``emo_config`` = JSON of ``EMOModels.component_configs()`` and ``emo_format`` = "1".
+A folder holding ``emo.safetensors`` is accepted too. Loading is all-or-nothing: the model is
+built from the metadata, every name and shape is checked against the file header, and only then
+are tensors read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from diffusers.models.modeling_utils import no_init_weights
+from safetensors.torch import load_file
+
+from ..errors import CheckpointError
+from .conversion import compare_state_dicts, require_match, split_emo_components
+from .safe_load import (
+    metadata_json,
+    read_safetensors_metadata,
+    read_safetensors_shapes,
+    save_safetensors_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+EMO_FORMAT = "1"
+FOLDER_FILE = "emo.safetensors"
+INIT_HINT = (
+    "create an EMO checkpoint with `python -m emo_core init-checkpoint --sd15 ... "
+    "--motion-module ... --out emo.safetensors` (or `python -m emo_core demo-weights` for a "
+    "tiny test bundle)"
+)
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """``FILE.safetensors`` or ``DIR`` (holding ``emo.safetensors``) -> the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FOLDER_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r} not found; pass an .safetensors file or a folder "
+            f"holding {FOLDER_FILE}; {INIT_HINT}"
+        )
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r} is a {path.suffix or 'suffix-less'} file; EMO "
+            f"checkpoints are .safetensors files; {INIT_HINT}"
+        )
+    return path
+
+
+def save_emo_checkpoint(models: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``models`` (an ``EMOModels``) to ``path`` (``.safetensors``, or a folder).
+
+    Tensors are stored as they are (dtype included); the write is atomic.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        path = path / FOLDER_FILE
+    state_dict = models.state_dict()
+    split_emo_components(state_dict)  # refuses tensors outside the documented layout
+    metadata = {
+        "emo_format": EMO_FORMAT,
+        "emo_config": metadata_json(models.component_configs()),
+    }
+    return save_safetensors_atomic(state_dict, path, metadata)
+
+
+def _what_is_it(shapes: dict) -> str:
+    """A user-level guess at what a non-EMO .safetensors file is."""
+    keys = list(shapes)
+    if any(k.startswith("model.diffusion_model.") for k in keys) or "conv_in.weight" in shapes:
+        return ("this looks like a plain Stable Diffusion checkpoint, not an EMO checkpoint; "
+                "run `python -m emo_core init-checkpoint --sd15 THIS_FILE --motion-module "
+                "mm_sd_v15_v2.ckpt --out emo.safetensors` first")
+    if any(".motion_modules." in k for k in keys):
+        return ("this looks like an AnimateDiff motion module; pass it to "
+                f"`python -m emo_core init-checkpoint --motion-module`; {INIT_HINT}")
+    return f"it has no EMO metadata (emo_config); {INIT_HINT}"
+
+
+def read_emo_configs(path: Path) -> dict[str, dict]:
+    """The ``emo_config`` metadata of an EMO checkpoint, checked; reads no tensor data."""
+    metadata = read_safetensors_metadata(path)
+    if "emo_config" not in metadata:
+        raise CheckpointError(
+            f"{str(path)!r} is not an EMO checkpoint: {_what_is_it(read_safetensors_shapes(path))}"
+        )
+    version = metadata.get("emo_format")
+    if version != EMO_FORMAT:
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r} has format {version!r}; this version of EMO Portrait "
+            f"reads format {EMO_FORMAT!r}: update EMO Portrait or re-create the checkpoint"
+        )
+    try:
+        configs = json.loads(metadata["emo_config"])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r}: emo_config metadata is not valid JSON ({error}); "
+            f"the file is damaged: {INIT_HINT}"
+        ) from error
+    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r}: emo_config must map component names to config "
+            f"dictionaries, got {type(configs).__name__}; {INIT_HINT}"
+        )
+    return configs
+
+
+def _build(configs: dict, path: Path):
+    from ..models.emo_models import EMOModels  # models import diffusers blocks: load lazily
+
+    try:
+        # Random init skipped: the strict load below assigns every persistent tensor, and untouched
+        # torch.empty pages cost no real memory. (Not the meta device: non-persistent buffers,
+        # e.g. speed bucket centres, are computed in __init__ and are not in the file.)
+        with no_init_weights():
+            return EMOModels.from_configs(configs)
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r}: emo_config does not describe a valid EMO model "
+            f"({type(error).__name__}: {error}); {INIT_HINT}"
+        ) from error
+
+
+def load_emo_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+):
+    """Rebuild ``EMOModels`` from an EMO checkpoint (file or folder); eval mode on ``device``.
+
+    Raises :class:`CheckpointError` (and loads nothing) for a missing, truncated or non-EMO file,
+    bad metadata, or tensors that do not match the model the metadata describes.
+    """
+    path = resolve_checkpoint_path(path)
+    configs = read_emo_configs(path)
+    models = _build(configs, path)
+    shapes = read_safetensors_shapes(path)
+    require_match(
+        compare_state_dicts(models.state_dict(), shapes),
+        f"EMO checkpoint {str(path)!r}",
+        "the file and its emo_config metadata disagree (edited or damaged file); " + INIT_HINT,
+    )
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own error types for damaged data
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r} could not be read ({error}); it is truncated or "
+            "corrupt: copy it again"
+        ) from error
+    models.load_state_dict(tensors, strict=True, assign=True)
+    logger.info("loaded EMO checkpoint %s (%d tensors)", path, len(tensors))
+    return models.to(device=device, dtype=dtype).eval()
+
