@@ -21,8 +21,9 @@ from emo_core.face.head_pose import (
 )
 
 FACE_CENTER = (177 + 47.5, 82 + 47.5)  # the portrait's face centre (x, y)
-# Landmarker rotation estimates on real frames jitter by a fraction of a degree; measured worst
-# error on this video was 0.65 deg/frame, so 1.5 deg/frame (the task's bound) leaves margin.
+# Landmarker rotation estimates jitter by a fraction of a degree per frame: over 132 synthetic
+# frame pairs the error was RMS 0.41, max 1.17 deg/frame (see head_pose's docstring); 1.5 deg/frame
+# is the bound the design asks for.
 SPEED_TOLERANCE = 1.5
 
 
@@ -86,14 +87,18 @@ def test_in_plane_rotation_video_speeds(portrait, mediapipe_dir):
     assert speeds[0] == speeds[1]
 
 
-def test_translation_is_not_rotation(portrait, mediapipe_dir):
-    # The face slides 12 px per frame without turning: the speed must stay near zero, showing the
-    # measure follows head rotation rather than image motion.
-    canvas = [np.full((512, 640, 3), 90, np.uint8) for _ in range(4)]
-    for i, frame in enumerate(canvas):
-        frame[:, 12 * i:12 * i + 512] = np.asarray(portrait)
-    speeds = head_rotation_speeds(np.stack(canvas), mediapipe_dir)
-    assert speeds.max() < 1.0, speeds
+def test_still_and_sliding_face_give_near_zero_speed(portrait, mediapipe_dir):
+    still = np.stack([np.asarray(portrait)] * 5)
+    # Measured <= 0.15 deg/frame (landmarker noise after the tracker warm-up).
+    assert head_rotation_speeds(still, mediapipe_dir).max() < 0.5
+    # A face sliding 4 px/frame without turning. MediaPipe's pinhole camera (63 deg vertical field
+    # of view, focal ~418 px at 512 px) reads an image shift of 4 px as up to atan(4 / 418) = 0.55
+    # deg of apparent yaw, so the bound is 1.0 (measured 0.46); a measure that followed image
+    # motion rather than head rotation would exceed it.
+    sliding = np.full((5, 512, 560, 3), 90, np.uint8)
+    for i in range(5):
+        sliding[i, :, 4 * i:4 * i + 512] = np.asarray(portrait)
+    assert head_rotation_speeds(sliding, mediapipe_dir).max() < 1.0
 
 
 def test_missing_frames_are_interpolated(portrait, mediapipe_dir, caplog):

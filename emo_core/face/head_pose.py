@@ -3,9 +3,11 @@
 MediaPipe's FaceLandmarker returns, per face, a 4x4 facial transformation matrix (canonical face
 model -> camera); its 3x3 part is the head rotation. The speed of frame i is the angle of the
 relative rotation ``R_i R_{i-1}^T``; frame 0 has no predecessor and takes frame 1's speed (a clip
-starting in motion is far more likely than one with a jump at frame 1). Frames are processed
-independently (running mode IMAGE): results do not depend on frame timing and a lost face does not
-bias its neighbours through tracking.
+starting in motion is far more likely than one with a jump at frame 1). The landmarker runs in
+VIDEO mode: it tracks the face region from frame to frame, which keeps its crop consistent. On
+synthetic in-plane rotations of the bundled portrait (0..6 deg/frame, 132 frame pairs) the speed
+error was RMS 0.41 / max 1.17 deg/frame in VIDEO mode against RMS 0.61 / max 2.4 in IMAGE mode,
+where every frame is re-detected and the crop jitters.
 """
 
 from __future__ import annotations
@@ -86,12 +88,19 @@ def fill_missing_rotations(rotations: list) -> np.ndarray:
     return filled
 
 
+_FRAME_MS = 40  # VIDEO mode needs increasing timestamps; tracking does not depend on their spacing
+# The first frames of a track use the detector's face region, later ones the region from the last
+# landmarks; that switch made a still video jump 1.2 deg at frame 2. Running the first frame a few
+# times first lets the region settle before any speed is measured.
+_WARMUP = 3
+
+
 def _landmarker(model_dir):
-    """(mediapipe module, FaceLandmarker in IMAGE mode with transformation matrices)."""
+    """(mediapipe module, FaceLandmarker in VIDEO mode with transformation matrices)."""
     mediapipe, vision, base_options = import_mediapipe()
     options = vision.FaceLandmarkerOptions(
         base_options=base_options(model_asset_buffer=load_model_buffer(model_dir, "landmarker")),
-        running_mode=vision.RunningMode.IMAGE,
+        running_mode=vision.RunningMode.VIDEO,
         num_faces=1,
         output_facial_transformation_matrixes=True,
     )
@@ -113,9 +122,14 @@ def head_rotations(frames, model_dir) -> np.ndarray:
     images = to_rgb_frames(frames, name="driving video frames")
     mediapipe, landmarker = _landmarker(model_dir)
     rotations: list = []
+    timestamp = 0
     with landmarker:
+        for _ in range(_WARMUP):
+            landmarker.detect_for_video(mp_image(mediapipe, images[0]), timestamp)
+            timestamp += _FRAME_MS
         for image in images:
-            result = landmarker.detect(mp_image(mediapipe, image))
+            result = landmarker.detect_for_video(mp_image(mediapipe, image), timestamp)
+            timestamp += _FRAME_MS
             matrices = result.facial_transformation_matrixes
             rotation = nearest_rotation(np.asarray(matrices[0])[:3, :3]) if matrices else None
             rotations.append(rotation)
