@@ -50,7 +50,7 @@ class AudioAttention(nn.Module):
         height, width = selected.shape[-2:]
         queries = self.norm(rearrange(selected, "n c h w -> n (h w) c"))
         delta = self.attn(queries, encoder_hidden_states=tokens.to(queries.dtype))
-        delta = rearrange(delta, "n (h w) c -> n c h w", h=height, w=width)
+        delta = rearrange(delta, "n (h w) c -> n c h w", h=height, w=width).contiguous()
         if index is None:
             return hidden + delta
         # Skipped rows get an exact 0 so they equal a run without audio bit for bit.

@@ -173,7 +173,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
                 f"UNet weights do not fit the Backbone: missing {foreign[:5]} "
                 f"({len(foreign)}), unexpected {unexpected[:5]} ({len(unexpected)})"
             )
-        return model.to(unet.dtype)
+        # .to() only when needed: diffusers warns on every dtype cast of a ModelMixin.
+        return model if model.dtype == unet.dtype else model.to(unet.dtype)
 
     def forward(self, sample: torch.Tensor, timestep, *, reference=None, reference_rows=None,
                 audio_tokens=None, audio_rows=None, speed_tokens=None, face_embedding=None,

@@ -77,7 +77,8 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
         state = {k: v for k, v in unet.state_dict().items()
                  if not k.startswith(("conv_out.", "conv_norm_out."))}
         model.unet.load_state_dict(state, strict=True)
-        return model.to(unet.dtype)
+        # .to() only when needed: diffusers warns on every dtype cast of a ModelMixin.
+        return model if model.dtype == unet.dtype else model.to(unet.dtype)
 
     def forward(self, reference_latents: torch.Tensor, motion_latents: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> ReferenceFeatures:

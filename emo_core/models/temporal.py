@@ -116,7 +116,9 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, frames, clip_frames, speed_tokens)
         tokens = self.proj_out(tokens)
-        return rearrange(tokens, "n (h w) c -> n c h w", h=height, w=width) + hidden
+        # contiguous(): a channels-last view would make the next conv pick another algorithm
+        # (different rounding), breaking bit-exact identity at init.
+        return hidden + rearrange(tokens, "n (h w) c -> n c h w", h=height, w=width).contiguous()
 
 
 class TemporalModule(nn.Module):
