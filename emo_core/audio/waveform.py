@@ -1,0 +1,195 @@
+"""Audio waveforms: decode files with PyAV, mix to mono, resample to 16 kHz, validate.
+
+Decisions (what callers can rely on):
+
+- Layouts: ``to_mono_16k`` accepts ``(T,)``, ``(C, T)`` and ComfyUI's AUDIO ``(B, C, T)`` with
+  ``B == 1``; anything else (an IMAGE ``(B, H, W, C)``, a batch of clips, ``(T, C)`` with a huge
+  "channel" count) is an ``EMOInputError`` that names the shape. At most ``MAX_CHANNELS`` channels.
+- Sample types: float tensors/arrays are used as they are (nominal range -1..1); integer PCM is
+  scaled to -1..1 (int16 / 32768, int32 / 2**31, uint8 centred on 128).
+- Empty audio (no samples or no channels) is an ``EMOInputError`` ("audio is empty").
+- NaN / +-inf samples are replaced with 0 and a warning with their count is logged: a handful of
+  corrupt samples should not stop an hour-long render, and 0 is silence. If *every* sample is
+  non-finite the input is not audio and an ``EMOInputError`` is raised.
+- Silence (all zeros) is valid and produces frames; refusing silent takes is the caller's policy.
+- Too-short audio is checked where the video frame rate is known
+  (``features.extract_audio_features`` raises "shorter than one video frame at X fps").
+- Resampling uses ``torchaudio.functional.resample`` (windowed sinc). Its kernel grows with the
+  reduced rate ratio; rates that would need a kernel over ``MAX_SINC_KERNEL`` elements
+  (e.g. 44101 Hz) are refused with a message asking for a standard rate, instead of silently
+  using gigabytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import EMOInputError
+
+logger = logging.getLogger(__name__)
+
+TARGET_RATE = 16_000
+MAX_CHANNELS = 64
+# torchaudio builds a (new/g, 2*width + orig/g) sinc kernel in float64; 16 M elements = 128 MB.
+MAX_SINC_KERNEL = 16_000_000
+_LOWPASS_WIDTH = 6  # torchaudio's default lowpass_filter_width
+
+
+def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of ``path`` (wav, mp3, m4a/aac, flac, ogg, or a video file).
+
+    Returns ``(waveform (C, T) float32 in -1..1, sample_rate)``; channels as stored in the file.
+    Raises ``EMOInputError`` naming the file when it is missing, unreadable or has no audio.
+    """
+    import av  # imported here: decoding is the only place that needs PyAV
+
+    path = Path(path)
+    if not path.is_file():
+        raise EMOInputError(f"audio file {path} does not exist; check the path")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise EMOInputError(
+                    f"audio file {path} has no audio stream; pass a file with sound "
+                    "(wav, mp3, m4a, flac, ogg or a video with an audio track)")
+            stream = container.streams.audio[0]
+            chunks, rate = _decode_stream(av, container, stream)
+    except EMOInputError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as err:
+        raise EMOInputError(
+            f"audio file {path} could not be decoded ({err}); convert it to wav, mp3 or flac"
+        ) from err
+    if not chunks or rate is None:
+        raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
+    if waveform.shape[1] == 0:
+        raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
+    logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
+    return waveform, int(rate)
+
+
+def _decode_stream(av, container, stream) -> tuple[list[np.ndarray], int | None]:
+    """All frames of ``stream`` as planar float32 chunks ``(C, n)``; keeps rate and layout."""
+    # format only: layout/rate None keep the stream's own, so nothing is mixed or resampled here.
+    resampler = av.AudioResampler(format="fltp")
+    chunks: list[np.ndarray] = []
+    rate = None
+    for frame in container.decode(stream):
+        rate = frame.sample_rate
+        for converted in resampler.resample(frame):
+            chunks.append(converted.to_ndarray().astype(np.float32, copy=False))
+    for converted in resampler.resample(None):  # flush what the resampler still buffers
+        chunks.append(converted.to_ndarray().astype(np.float32, copy=False))
+    return chunks, rate
+
+
+def to_mono_16k(waveform, sample_rate) -> torch.Tensor:
+    """Mix to mono and resample to 16 kHz.
+
+    ``waveform``: ``(T,)``, ``(C, T)`` or ``(1, C, T)`` torch tensor or numpy array.
+    Returns ``(T16,)`` float32 CPU, ``T16 = ceil(T * 16000 / sample_rate)`` (torchaudio's length).
+    """
+    rate = check_sample_rate(sample_rate)
+    channels = _as_channels_first(waveform)
+    channels = _replace_non_finite(channels)
+    mono = channels.mean(dim=0) if channels.shape[0] > 1 else channels[0]
+    if rate == TARGET_RATE:
+        return mono.contiguous()
+    _check_resample_cost(rate)
+    import torchaudio.functional as AF  # heavy import; only needed when resampling
+
+    return AF.resample(mono, orig_freq=rate, new_freq=TARGET_RATE).contiguous()
+
+
+def check_sample_rate(sample_rate) -> int:
+    """Sample rates must be positive whole numbers of Hz (torchaudio resamples by integer ratio)."""
+    try:
+        value = float(sample_rate)
+    except (TypeError, ValueError) as err:
+        raise EMOInputError(
+            f"audio sample rate {sample_rate!r} is not a number; pass the rate in Hz") from err
+    if not math.isfinite(value) or value <= 0 or value != int(value):
+        raise EMOInputError(
+            f"audio sample rate {sample_rate!r} is invalid; expected a positive whole number of Hz "
+            "such as 16000 or 44100")
+    return int(value)
+
+
+def _check_resample_cost(rate: int) -> None:
+    g = math.gcd(rate, TARGET_RATE)
+    orig, new = rate // g, TARGET_RATE // g
+    width = math.ceil(_LOWPASS_WIDTH * orig / min(orig, new))
+    if new * (2 * width + orig) > MAX_SINC_KERNEL:
+        raise EMOInputError(
+            f"audio sample rate {rate} Hz has no small ratio to 16000 Hz and cannot be resampled "
+            "efficiently; convert the audio to a standard rate (8000, 11025, 16000, 22050, 44100 "
+            "or 48000 Hz) first")
+
+
+def _as_channels_first(waveform) -> torch.Tensor:
+    """``(T,) | (C, T) | (1, C, T)`` tensor/array -> ``(C, T)`` float32 CPU tensor."""
+    tensor = waveform if isinstance(waveform, torch.Tensor) else _from_array(waveform)
+    shape = tuple(tensor.shape)
+    if tensor.ndim == 3:
+        if shape[0] != 1:
+            raise EMOInputError(
+                f"audio batch has {shape[0]} clips (shape {shape}); pass one clip at a time "
+                "(batch size 1)")
+        tensor = tensor[0]
+    elif tensor.ndim == 1:
+        tensor = tensor[None]
+    elif tensor.ndim != 2:
+        raise EMOInputError(
+            f"audio has shape {shape}; expected (samples,), (channels, samples) or ComfyUI AUDIO "
+            "(1, channels, samples). A 4-D tensor is usually an IMAGE connected by mistake")
+    if tensor.shape[0] > MAX_CHANNELS:
+        raise EMOInputError(
+            f"audio has {tensor.shape[0]} channels (shape {shape}); expected at most "
+            f"{MAX_CHANNELS} in (channels, samples) order. If it is (samples, channels), "
+            "transpose it")
+    if tensor.numel() == 0:
+        raise EMOInputError(f"audio is empty: shape {shape} has no samples; use a clip with sound")
+    return _to_float32(tensor.detach().cpu(), shape)
+
+
+def _from_array(waveform) -> torch.Tensor:
+    try:
+        return torch.from_numpy(np.ascontiguousarray(waveform))
+    except (TypeError, ValueError) as err:
+        raise EMOInputError(
+            f"audio of type {type(waveform).__name__} is not a tensor or array of samples; pass a "
+            "torch tensor or numpy array") from err
+
+
+def _to_float32(tensor: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """Float stays as is; integer PCM is scaled to -1..1."""
+    if tensor.is_floating_point():
+        return tensor.float()
+    scale = {torch.int16: 32768.0, torch.int32: 2.0**31, torch.int8: 128.0}
+    if tensor.dtype in scale:
+        return tensor.float() / scale[tensor.dtype]
+    if tensor.dtype == torch.uint8:
+        return (tensor.float() - 128.0) / 128.0
+    raise EMOInputError(
+        f"audio samples have type {tensor.dtype} (shape {shape}); expected float or integer PCM")
+
+
+def _replace_non_finite(channels: torch.Tensor) -> torch.Tensor:
+    """NaN/inf -> 0 with a warning; all non-finite -> EMOInputError.  ``channels: (C, T)``."""
+    finite = torch.isfinite(channels)
+    bad = int(channels.numel() - finite.sum())
+    if bad == 0:
+        return channels
+    if bad == channels.numel():
+        raise EMOInputError(
+            f"audio has no finite samples (all {bad} are NaN or infinite); the clip is corrupt, "
+            "re-export or re-decode it")
+    logger.warning("audio has %d NaN/infinite samples out of %d; replacing them with 0 (silence)",
+                   bad, channels.numel())
+    return torch.where(finite, channels, torch.zeros((), dtype=channels.dtype))
