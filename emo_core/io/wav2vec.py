@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,9 +36,15 @@ def load_wav2vec(folder: str | Path, device="cpu", dtype: torch.dtype = torch.fl
     folder = Path(folder)
     _check_folder(folder)
     try:
-        with _hub_offline():
+        with _hub_offline(), _quiet_transformers():
+            # Mis-shaped weights are reported by _check_loading_info with their names.
             model, info = Wav2Vec2Model.from_pretrained(
-                str(folder), local_files_only=True, output_loading_info=True)
+                str(folder), local_files_only=True, output_loading_info=True,
+                ignore_mismatched_sizes=True)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused the file
+        raise CheckpointError(
+            f"wav2vec2 weights in {folder} are not a plain tensor file and were not loaded "
+            f"(unsafe or corrupt pickle). Use model.safetensors instead. {_WHERE}") from err
     except (OSError, RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(
             f"wav2vec2 folder {folder} could not be loaded ({_first_line(err)}); the weights do "
@@ -74,7 +81,7 @@ def _check_folder(folder: Path) -> None:
 
 def _check_loading_info(folder: Path, info: dict) -> None:
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(OPTIONAL_KEYS))
-    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    mismatched = sorted(_describe_mismatch(k) for k in info.get("mismatched_keys", ()))
     if missing or mismatched:
         raise CheckpointError(
             f"wav2vec2 folder {folder} does not fit its config.json: {len(missing)} missing "
@@ -82,6 +89,20 @@ def _check_loading_info(folder: Path, info: dict) -> None:
     unexpected = info.get("unexpected_keys", ())
     if unexpected:  # e.g. the CTC head of wav2vec2-base-960h: not needed for features
         logger.debug("wav2vec2 %s: ignoring %d unused weights", folder, len(unexpected))
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers logs a load report as a warning (e.g. the CTC head of wav2vec2-base-960h);
+    this module checks the same facts strictly and reports them itself."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 @contextmanager
@@ -98,6 +119,14 @@ def _hub_offline():
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
+
+
+def _describe_mismatch(entry) -> str:
+    """transformers reports ``(key, file shape, model shape)``; older versions only the key."""
+    if isinstance(entry, tuple) and len(entry) == 3:
+        key, found, wanted = entry
+        return f"{key} (file {tuple(found)}, config {tuple(wanted)})"
+    return str(entry)
 
 
 def _first_line(err: Exception) -> str:
