@@ -316,7 +316,9 @@ class ComfyServer:
             answer = self._request("/prompt", body=body)
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", errors="replace")
-            raise AssertionError(f"/prompt refused the workflow (HTTP {err.code}): {detail}") from err
+            raise AssertionError(
+                f"/prompt refused the workflow (HTTP {err.code}): {detail}"
+            ) from err
         assert answer.get("node_errors") == {}, f"node_errors: {answer.get('node_errors')}"
         return answer["prompt_id"]
 
@@ -330,7 +332,9 @@ class ComfyServer:
             if self.process.poll() is not None:
                 raise ComfyServerError(f"ComfyUI died while running {prompt_id}\n{self.log_tail()}")
             time.sleep(0.5)
-        raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:.0f} s\n{self.log_tail()}")
+        raise TimeoutError(
+            f"prompt {prompt_id} not finished after {timeout:.0f} s\n{self.log_tail()}"
+        )
 
 
 def comfy_server_fixture(

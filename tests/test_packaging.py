@@ -74,7 +74,9 @@ def test_comfy_registry_metadata():
     assert comfy["PublisherId"].strip() and comfy["DisplayName"].strip()
     # requires-comfyui must be a version specifier the Registry (and packaging) can parse.
     spec = Requirement("comfyui" + comfy["requires-comfyui"]).specifier
-    assert spec.contains("0.3.75"), f"requires-comfyui {comfy['requires-comfyui']!r} excludes 0.3.75"
+    assert spec.contains("0.3.75"), (
+        f"requires-comfyui {comfy['requires-comfyui']!r} excludes 0.3.75"
+    )
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -86,11 +88,19 @@ def _imported_roots(path: Path) -> set[str]:
             roots.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             roots.add(node.module.split(".")[0])
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
-              in ("import_module", "__import__") and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            roots.add(node.args[0].value.split(".")[0])  # importlib.import_module("comfy...")
+        elif isinstance(node, ast.Call) and _dynamic_import_target(node):
+            roots.add(_dynamic_import_target(node).split(".")[0])
     return roots
+
+
+def _dynamic_import_target(call: ast.Call) -> str | None:
+    """``"comfy.x"`` for ``importlib.import_module("comfy.x")`` / ``__import__("comfy.x")``."""
+    name = getattr(call.func, "attr", getattr(call.func, "id", ""))
+    if name in ("import_module", "__import__") and call.args:
+        first = call.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            return first.value
+    return None
 
 
 def test_emo_core_source_imports_nothing_from_comfyui():
