@@ -79,7 +79,7 @@ def _install(staging: Path, out_dir: Path) -> None:
 
 
 def write_demo_weights(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``out_dir/emo.safetensors`` and ``out_dir/wav2vec2/`` (deterministic per seed).
+    """Write ``out_dir/emo.safetensors`` and ``out_dir/wav2vec2/`` (same seed, same tensors).
 
     Everything is written into a temporary sibling folder first and renamed into place, so an
     interrupted run never leaves a half-written bundle. Existing demo files are replaced; other

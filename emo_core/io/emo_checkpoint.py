@@ -20,7 +20,13 @@ from diffusers.models.modeling_utils import no_init_weights
 from safetensors.torch import load_file
 
 from ..errors import CheckpointError
-from .conversion import compare_state_dicts, require_match, split_emo_components
+from .conversion import (
+    EMO_COMPONENTS,
+    EMO_TOP_LEVEL,
+    compare_state_dicts,
+    require_match,
+    split_emo_components,
+)
 from .safe_load import (
     metadata_json,
     read_safetensors_metadata,
@@ -81,7 +87,11 @@ def _what_is_it(shapes: dict) -> str:
         return ("this looks like a plain Stable Diffusion checkpoint, not an EMO checkpoint; "
                 "run `python -m emo_core init-checkpoint --sd15 THIS_FILE --motion-module "
                 "mm_sd_v15_v2.ckpt --out emo.safetensors` first")
-    if any(".motion_modules." in k for k in keys):
+    if keys and all(k.split(".")[0] in (*EMO_COMPONENTS, *EMO_TOP_LEVEL) for k in keys):
+        return ("it has EMO tensor names but no EMO metadata (emo_config); the file was "
+                f"re-saved by another tool and lost it: {INIT_HINT}")
+    if any(k.startswith(("down_blocks.", "mid_block.", "up_blocks.")) and ".motion_modules." in k
+           for k in keys):
         return ("this looks like an AnimateDiff motion module; pass it to "
                 f"`python -m emo_core init-checkpoint --motion-module`; {INIT_HINT}")
     return f"it has no EMO metadata (emo_config); {INIT_HINT}"
