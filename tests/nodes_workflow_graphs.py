@@ -57,8 +57,8 @@ NOTE = (
     "custom_nodes/ComfyUI-EMO-Portrait/emo_core/samples/ into ComfyUI/input/.\n"
     "2. Put emo.safetensors into models/emo/ and a wav2vec2 folder into models/wav2vec2/. "
     "For a quick test: python -m emo_core demo-weights --out ComfyUI/models (tiny random "
-    "weights: the video is noise, but every node runs in about a minute on a CPU).\n\n"
-    "These defaults (size 128, 3 steps) are for the demo weights. With real weights use size "
+    "weights: the video is noise, but every node runs, in a few minutes on a CPU).\n\n"
+    "These defaults (size 128, 2 steps) are for the demo weights. With real weights use size "
     "512, 40 steps (ddim), 25 fps, guidance 2.0 / 3.5.\n{extra}"
 )
 
@@ -73,7 +73,7 @@ class Node:
     size: tuple[int, int] = (300, 130)
 
 
-def _common(title_suffix: str, sampler_decode: bool, steps: int = 3) -> list[Node]:
+def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
     return [
         Node(1, "LoadImage", (0, 0), {"image": "portrait_astronaut.png"}, size=(300, 320)),
         Node(2, "LoadAudio", (0, 380), {"audio": "speech_arctic_a0007.wav"}, size=(300, 140)),
@@ -100,7 +100,7 @@ def _common(title_suffix: str, sampler_decode: bool, steps: int = 3) -> list[Nod
 
 
 def talking_portrait() -> list[Node]:
-    nodes = _common("talking portrait", sampler_decode=True)
+    nodes = _common(sampler_decode=True)
     nodes.append(Node(9, "EMOFramesToVideo", (1540, 0), {
         "fps": 25.0, "filename_prefix": "EMO/talking_portrait", "decode_batch": 8},
         {"images": (8, 1), "audio": (2, 0)}, size=(340, 420)))
@@ -110,7 +110,7 @@ def talking_portrait() -> list[Node]:
 
 
 def long_video_low_memory() -> list[Node]:
-    nodes = _common("long video", sampler_decode=False)
+    nodes = _common(sampler_decode=False)
     nodes.append(Node(9, "EMOFramesToVideo", (1540, 0), {
         "fps": 25.0, "filename_prefix": "EMO/long_video", "decode_batch": 4},
         {"latent": (8, 0), "emo_models": (3, 0), "audio": (2, 0)}, size=(340, 420)))

@@ -2,7 +2,9 @@
 
 One server for the module: demo weights reach it only through an ``extra_model_paths.yaml``
 (keys ``emo:`` and ``wav2vec2:``), MediaPipe files through the default ``models/mediapipe``.
-Runs are tiny (128 px, 3 steps, 4 s of speech) so the module stays a few minutes on 2 CPU cores.
+Runs are tiny (128 px, 2 steps, 4 s of speech at 5 fps = 20 frames in 2 clips) so the module
+stays a few minutes on 2 shared CPU cores (one tiny-model step measured 20-35 s there under a
+load average of 10; about 6 s on an idle core pair).
 Test order matters and is part of the check: failing prompts come before successful ones, so
 each success also proves the server kept serving after an error or an interrupt.
 """
@@ -29,7 +31,8 @@ pytestmark = pytest.mark.comfyui
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API = REPO_ROOT / "example_workflows" / "api"
 SPEECH_SECONDS = 4.0  # speech_arctic_a0007.wav (see emo_core/samples/README.md)
-FPS = 25.0
+FPS = 5.0  # the example workflows use 25; 5 keeps the exact-count rule with 5x fewer frames
+FRAMES = round(SPEECH_SECONDS * FPS)
 
 
 def _prepare(tmp_path_factory) -> dict:
@@ -59,11 +62,17 @@ def _prepare(tmp_path_factory) -> dict:
     }
 
 
-comfy_server = comfy_server_fixture("emo_nodes_server", scope="module", prepare=_prepare)
+comfy_server = comfy_server_fixture("comfy_server", scope="module", prepare=_prepare,
+                                    name="emo_nodes_server")
 
 
 def _workflow(name: str = "emo_talking_portrait") -> dict:
-    return json.loads((API / f"{name}.json").read_text(encoding="utf-8"))
+    """The committed API workflow, made cheaper: 5 fps (sampler and video), 2 steps, joint CFG."""
+    workflow = json.loads((API / f"{name}.json").read_text(encoding="utf-8"))
+    workflow["5"]["inputs"]["fps"] = FPS
+    workflow["9"]["inputs"]["fps"] = FPS
+    workflow["8"]["inputs"].update(steps=2, guidance_mode="joint")
+    return workflow
 
 
 def _post_raw(server, workflow: dict) -> dict:
@@ -150,7 +159,7 @@ def test_example_workflow_writes_the_full_length_video(comfy_server):
     files = output_files(entry)
     assert len(files) == 1 and files[0]["filename"].endswith(".mp4"), files
     path = comfy_server.base_dir / "output" / files[0]["subfolder"] / files[0]["filename"]
-    _check_mp4(path, round(SPEECH_SECONDS * FPS))
+    _check_mp4(path, FRAMES)
     print(f"talking portrait workflow: {time.monotonic() - started:.1f} s")
 
 
@@ -164,24 +173,26 @@ def _wait_for_log(server, text: str, timeout: float) -> None:
 def test_interrupt_during_sampling_stops_quickly_and_writes_nothing(comfy_server):
     before = _mp4s(comfy_server)
     workflow = _workflow()
-    # 200 steps x 9 clips would run for many minutes; seed 7 keeps the sampler from being cached.
+    # 200 steps x 2 clips would run for hours; seed 7 keeps the sampler from being cached.
     workflow["8"]["inputs"].update(steps=200, seed=7)
-    log_mark = "generating 100 frames"
+    log_mark = f"generating {FRAMES} frames"
     previous = comfy_server.log_text().count(log_mark)
     prompt_id = comfy_server.post_prompt(workflow)
     deadline = time.monotonic() + 120
     while comfy_server.log_text().count(log_mark) == previous:
         assert time.monotonic() < deadline, comfy_server.log_tail()
         time.sleep(0.2)
-    time.sleep(1.0)  # let a few denoising steps run
+    time.sleep(2.0)  # sampling has begun: the interrupt lands mid-step
     asked = time.monotonic()
     comfy_server.interrupt()
     entry = comfy_server.wait_history(prompt_id, timeout=60)
     stopped = time.monotonic() - asked
     assert "execution_interrupted" in _messages(entry), _messages(entry)
-    # One tiny-model step takes well under a second here; 10 s bounds "within one step" with
-    # room for a loaded 2-core machine, far below the minutes the full run would take.
-    assert stopped < 10.0, stopped
+    # The interrupt is checked before every step and after it, so the run ends within one step:
+    # at most ~35 s measured on the loaded 2-core test machine (see the module docstring); 60 s
+    # leaves room for that while the uninterrupted 400 steps would take hours.
+    assert stopped < 60.0, stopped
+    print(f"interrupt honoured after {stopped:.1f} s")
     assert _mp4s(comfy_server) == before
 
 
@@ -192,7 +203,7 @@ def test_low_memory_workflow_decodes_latents_in_chunks(comfy_server):
     (record,) = output_files(entry)
     path = comfy_server.base_dir / "output" / record["subfolder"] / record["filename"]
     assert record["subfolder"] == "EMO" and record["filename"].startswith("long_video")
-    _check_mp4(path, round(SPEECH_SECONDS * FPS))
+    _check_mp4(path, FRAMES)
     leftovers = [p for p in _mp4s(comfy_server) if p.suffix != ".mp4"]
     assert leftovers == [], leftovers
 
