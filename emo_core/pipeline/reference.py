@@ -29,7 +29,7 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise EMOInputError(f"reference image must be (H, W, 3) uint8, got shape {shape} {dtype}")
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None]  # own, writable
     return tensor.float() / 127.5 - 1.0
 
 

@@ -12,17 +12,16 @@ import av
 import numpy as np
 import torch
 
+from ..audio.features import exact_fps
+
 logger = logging.getLogger(__name__)
 
 AUDIO_RATE = 48000  # AAC at a standard rate; the input is resampled once at close.
 
 
 def fps_fraction(fps: float) -> Fraction:
-    """Exact rate for common fps (29.97 -> 30000/1001, 12.5 -> 25/2)."""
-    for ntsc in (23.976, 29.97, 59.94):
-        if abs(fps - ntsc) < 1e-3:
-            return Fraction(round(ntsc * 1.001), 1001) * 1000
-    return Fraction(fps).limit_denominator(1001)
+    """The exact rate the frame count was computed with (29.97 -> 2997/100, 12.5 -> 25/2)."""
+    return exact_fps(fps)
 
 
 class Mp4Writer:
