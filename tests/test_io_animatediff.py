@@ -120,7 +120,8 @@ def _refuse(model, state_dict, match):
 def test_wrong_motion_modules_are_refused_and_load_nothing(backbone):
     model = make_backbone()
     good = fake_animatediff(model)
-    sdxl_like = {k: v for k, v in good.items() if not k.startswith(("down_blocks.3", "up_blocks.3"))}
+    sdxl_like = {k: v for k, v in good.items()
+                 if not k.startswith(("down_blocks.3", "up_blocks.3"))}
     assert "SDXL" in _refuse(model, sdxl_like, "do not match the backbone")
     v1 = {k: v for k, v in good.items() if not k.startswith("mid_block")}
     _refuse(model, v1, "AnimateDiff v1")
@@ -144,3 +145,24 @@ def test_dataparallel_prefix_and_file_errors(tmp_path, backbone):
     other = save_safetensors_atomic({"encoder.x": torch.ones(1)}, tmp_path / "vae.safetensors")
     with pytest.raises(CheckpointError, match="vae.safetensors.*no AnimateDiff"):
         load_motion_module(other)
+
+
+def test_sd15_backbone_has_the_mm_sd_v15_v2_layout():
+    """Full-size Backbone on the meta device (no memory): same 588 names, and the shapes of the
+    released file (proj_in 1280 wide at the mid block, GEGLU 8x width, 32-row positions)."""
+    from emo_core.models.backbone import EMOBackbone
+    from emo_core.models.presets import emo_component_configs
+
+    with torch.device("meta"):
+        full = EMOBackbone.from_config(emo_component_configs("sd15")["backbone"])
+    params = motion_parameters(full)
+    expected = {f"{s}.{k}" for s in SITES for k in SITE_KEYS}
+    assert {k.removeprefix("unet.") for k in params} == expected
+    site = "unet.down_blocks.0.motion_modules.0.temporal_transformer."
+    assert params[site + "transformer_blocks.0.ff.net.0.proj.weight"].shape == (2560, 320)
+    pe = params[site + "transformer_blocks.0.attention_blocks.1.pos_encoder.pe"]
+    assert pe.shape == (1, 32, 320)
+    assert params["unet.mid_block.motion_modules.0.temporal_transformer.proj_in.weight"].shape == (
+        1280, 1280)
+    # 454.4 M values = 1.82 GB in fp32, the size of mm_sd_v15_v2.ckpt
+    assert sum(v.numel() for v in params.values()) == 454_417_600
