@@ -128,3 +128,22 @@ def test_init_checkpoint_bad_input_exits_2_and_writes_nothing(sources, tmp_path,
     out.write_bytes(b"keep")
     assert main([*base, "--sd15", str(sources["sd15"]), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep"
+
+
+def test_init_checkpoint_from_diffusers_folder_fp16(sources, tmp_path, capsys):
+    from safetensors import safe_open
+
+    pipe = tmp_path / "pipe"
+    sources["unet"].save_pretrained(pipe / "unet")
+    sources["vae"].save_pretrained(pipe / "vae")
+    out = tmp_path / "emo_fp16.safetensors"
+    assert main(["init-checkpoint", "--sd15", str(pipe), "--motion-module", str(sources["mm"]),
+                 "--out", str(out), "--preset", "tiny", "--dtype", "fp16"]) == 0
+    assert "VAE included" in capsys.readouterr().out
+    with safe_open(str(out), framework="pt") as handle:
+        key = "vae.decoder.conv_out.weight"
+        stored = handle.get_tensor(key)
+    assert stored.dtype == torch.float16
+    assert torch.equal(stored, sources["vae"].state_dict()["decoder.conv_out.weight"].half())
+    loaded = load_emo_checkpoint(out, dtype=torch.float16)
+    assert loaded.backbone.config.motion_max_frames == 32
