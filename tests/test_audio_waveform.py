@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from emo_core.audio.waveform import load_audio_file, to_mono_16k
+from emo_core.audio.waveform import load_audio_file, resample_in_blocks, to_mono_16k
 from emo_core.errors import EMOInputError
 from tests.conftest import fixture_path
 
@@ -142,6 +142,18 @@ def test_odd_rates_resample_to_16k(rate):
     # (sinc resampling error is well under 1e-2 in the passband).
     ideal = torch.sin(2 * math.pi * 440 * torch.arange(out.shape[0], dtype=torch.float64) / 16000)
     assert (out[800:-800].double() - ideal[800:-800]).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_block_resampling_equals_one_call(rate):
+    import torchaudio.functional as AF
+
+    stereo = torch.randn(2, rate * 2 + 123) * 0.1
+    one_call = AF.resample(stereo.mean(0), orig_freq=rate, new_freq=16000)
+    blocks = resample_in_blocks(stereo, rate, block=5000)  # ~10-20 blocks with margins
+    assert blocks.shape == one_call.shape
+    # Same inputs and filter taps per output sample; only the conv's summation order may differ.
+    torch.testing.assert_close(blocks, one_call, atol=1e-6, rtol=0)
 
 
 def test_integer_pcm_is_scaled():

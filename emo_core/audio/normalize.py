@@ -15,7 +15,7 @@ import torch
 
 # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm adds this to the variance.
 HF_NORM_EPS = 1e-7
-_BLOCK = 1 << 20  # samples per float64 block (8 MB) while accumulating statistics
+_BLOCK = 1 << 18  # samples per float64 block (2 MB) while accumulating statistics
 
 
 @dataclass(frozen=True, eq=False)

@@ -116,8 +116,8 @@ class ConvFrontEnd:
             samples = self.signal.segment(step * first, step * (last - 1) + kernel)
             out = conv(samples.to(self.device, self.dtype)[None, None])[0].float()  # (c, n)
             n = out.shape[1]
-            block_mean = out.mean(dim=1).double().cpu()
-            block_m2 = ((out - out.mean(dim=1, keepdim=True)) ** 2).sum(dim=1).double().cpu()
+            block_var, block_mean = torch.var_mean(out, dim=1, correction=0)  # no big temporaries
+            block_mean, block_m2 = block_mean.double().cpu(), block_var.double().cpu() * n
             if mean is None:
                 count, mean, m2 = n, block_mean, block_m2
                 continue

@@ -38,6 +38,7 @@ MAX_CHANNELS = 64
 # torchaudio builds a (new/g, 2*width + orig/g) sinc kernel in float64; 16 M elements = 128 MB.
 MAX_SINC_KERNEL = 16_000_000
 _LOWPASS_WIDTH = 6  # torchaudio's default lowpass_filter_width
+_BLOCK = 1 << 18  # samples per block when scanning long clips
 
 
 def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -96,15 +97,46 @@ def to_mono_16k(waveform, sample_rate) -> torch.Tensor:
     Returns ``(T16,)`` float32 CPU, ``T16 = ceil(T * 16000 / sample_rate)`` (torchaudio's length).
     """
     rate = check_sample_rate(sample_rate)
-    channels = _as_channels_first(waveform)
-    channels = _replace_non_finite(channels)
-    mono = channels.mean(dim=0) if channels.shape[0] > 1 else channels[0]
+    channels = _replace_non_finite(_as_channels_first(waveform))
     if rate == TARGET_RATE:
-        return mono.contiguous()
+        return _mix(channels).contiguous()
     _check_resample_cost(rate)
+    return resample_in_blocks(channels, rate)
+
+
+def _mix(channels: torch.Tensor) -> torch.Tensor:
+    """``(C, n) -> (n,)`` channel average (a view when mono)."""
+    return channels.mean(dim=0) if channels.shape[0] > 1 else channels[0]
+
+
+def resample_in_blocks(channels: torch.Tensor, rate: int, block: int = 1 << 20) -> torch.Tensor:
+    """Mix and resample ``(C, T)`` at ``rate`` to ``(ceil(T * 16000 / rate),)`` at 16 kHz.
+
+    Same result as one ``torchaudio.functional.resample`` call on the whole mono mix, but block by
+    block (about ``block`` input samples each), so a 10-minute 44.1 kHz stereo clip needs no
+    whole-length temporaries. torchaudio's polyphase filter maps every ``orig`` input samples to
+    ``new`` output samples (rates reduced by their gcd) and reads ``width`` samples around them;
+    blocks start on multiples of ``orig`` and carry a margin of more than ``width + orig`` samples,
+    so each kept output sample sees exactly the inputs it sees in the one-shot call.
+    """
     import torchaudio.functional as AF  # heavy import; only needed when resampling
 
-    return AF.resample(mono, orig_freq=rate, new_freq=TARGET_RATE).contiguous()
+    g = math.gcd(rate, TARGET_RATE)
+    orig, new = rate // g, TARGET_RATE // g
+    width = math.ceil(_LOWPASS_WIDTH * orig / (0.99 * min(orig, new))) + 1  # 0.99: rolloff
+    margin = orig * (math.ceil(width / orig) + 2)
+    block = max(orig, block // orig * orig)
+    total = channels.shape[1]
+    out = torch.empty(math.ceil(new * total / orig))
+    for start in range(0, total, block):
+        end = min(start + block, total)
+        lo, hi = max(0, start - margin), min(total, end + margin)
+        part = AF.resample(_mix(channels[:, lo:hi]), orig_freq=rate, new_freq=TARGET_RATE)
+        first = start // orig * new  # start and lo are multiples of orig (or 0)
+        last = out.shape[0] if end == total else end // orig * new
+        offset = lo // orig * new
+        out[first:last] = part[first - offset:last - offset]
+    return out
 
 
 def check_sample_rate(sample_rate) -> int:
@@ -181,9 +213,14 @@ def _to_float32(tensor: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 
 def _replace_non_finite(channels: torch.Tensor) -> torch.Tensor:
-    """NaN/inf -> 0 with a warning; all non-finite -> EMOInputError.  ``channels: (C, T)``."""
-    finite = torch.isfinite(channels)
-    bad = int(channels.numel() - finite.sum())
+    """NaN/inf -> 0 with a warning; all non-finite -> EMOInputError.  ``channels: (C, T)``.
+
+    Checked in blocks: ``torch.isfinite`` on a whole 10-minute clip allocates several copies.
+    The input is never modified; a copy is made only when something must be replaced.
+    """
+    flat = channels.reshape(-1)
+    bad = sum(int(flat[i:i + _BLOCK].numel() - torch.isfinite(flat[i:i + _BLOCK]).sum())
+              for i in range(0, flat.numel(), _BLOCK))
     if bad == 0:
         return channels
     if bad == channels.numel():
@@ -192,4 +229,4 @@ def _replace_non_finite(channels: torch.Tensor) -> torch.Tensor:
             "re-export or re-decode it")
     logger.warning("audio has %d NaN/infinite samples out of %d; replacing them with 0 (silence)",
                    bad, channels.numel())
-    return torch.where(finite, channels, torch.zeros((), dtype=channels.dtype))
+    return torch.nan_to_num(channels, nan=0.0, posinf=0.0, neginf=0.0)
