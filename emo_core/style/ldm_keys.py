@@ -77,8 +77,8 @@ def ldm_to_diffusers_names(ldm_keys: Iterable[str], config: Mapping) -> dict[str
 
     ``ldm_keys``: LDM UNet names with or without the ``model.diffusion_model.`` prefix, returned
     as given (VAE ``first_stage_model.*`` and text-encoder keys are ignored). ``config``: the
-    diffusers UNet config (only ``layers_per_block`` and the block types matter). Names diffusers does not convert are left
-    out; compare the result with the input to find them.
+    diffusers UNet config (only ``layers_per_block`` and the block types matter). Names
+    diffusers does not convert are left out; compare the result with the input to find them.
     """
     original = {k.removeprefix(LDM_UNET_KEY): k for k in ldm_keys
                 if k.startswith(LDM_UNET_KEY) or not k.startswith(_OTHER_PARTS)}

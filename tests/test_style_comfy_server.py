@@ -1,0 +1,116 @@
+"""civit.ai style through a real ComfyUI server: CheckpointLoaderSimple (tiny SD1.5 file in
+models/checkpoints) -> LoraLoader (tiny kohya LoRA in models/loras) -> Load EMO Models -> ... ->
+video, with the delta the node logs checked against the LoRA delta computed from the file, and a
+wrong-architecture (SD2) MODEL refused while the server keeps working.
+
+The checkpoint keeps 320 base channels and cross-attention width 768 (what ComfyUI needs to call
+it SD15, see test_style_comfy_bridge.py), so the EMO checkpoint here is built with those widths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.comfyui_harness import comfy_server_fixture, execution_error
+from tests.conftest import fixture_path
+from tests.test_style_comfy_bridge import comfy_emo_models, comfy_sd15_config
+from tests.test_style_deltas import make_lora, random_unet, write_sd15_file
+
+pytestmark = pytest.mark.comfyui
+
+REPO = Path(__file__).resolve().parents[1]
+LORA_STRENGTH = 0.7
+REFERENCE_FACTOR = 0.5
+
+
+def _wired() -> bool:
+    source = (REPO / "nodes" / "node_load_models.py").read_text(encoding="utf-8")
+    return "apply_style_inputs" in source
+
+
+if not _wired():
+    pytest.skip("EMOLoadModels does not call nodes.style_inputs.apply_style_inputs yet (the "
+                "lead wires it into nodes/node_load_models.py); the node's style report that "
+                "this test checks is not produced before that", allow_module_level=True)
+
+
+def _prepare(tmp_path_factory) -> dict:
+    from emo_core.io.demo_weights import write_demo_weights
+    from emo_core.io.emo_checkpoint import save_emo_checkpoint
+
+    root = tmp_path_factory.mktemp("emo_style")
+    demo = write_demo_weights(root / "demo")  # only its wav2vec2 folder is used
+    emo = root / "emo_sd15_widths.safetensors"
+    save_emo_checkpoint(comfy_emo_models(seed=0, with_vae=True), emo)
+    config = comfy_sd15_config()
+    sd15 = write_sd15_file(root / "tiny_sd15.safetensors", random_unet(config, 1))
+    sd2 = write_sd15_file(root / "tiny_sd2.safetensors",
+                          random_unet(comfy_sd15_config(1024, linear=True), 2))
+    state, _ = make_lora(config)
+    lora = root / "tiny_kohya_lora.safetensors"
+    save_file(state, str(lora))
+    mediapipe = fixture_path("blaze_face_short_range.tflite").parent
+    return {
+        "models": {"checkpoints": [sd15, sd2], "loras": [lora], "emo": [emo],
+                   "wav2vec2": [demo / "wav2vec2"],
+                   "mediapipe": [mediapipe / "blaze_face_short_range.tflite",
+                                 mediapipe / "face_landmarker.task"]},
+        "inputs": [fixture_path("portrait_astronaut.png"),
+                   fixture_path("speech_arctic_a0007.wav")],
+    }
+
+
+comfy_server = comfy_server_fixture("comfy_server", scope="module", prepare=_prepare,
+                                    name="emo_style_server")
+
+
+def _workflow(style_ckpt: str) -> dict:
+    api = json.loads((REPO / "example_workflows" / "api" / "emo_civitai_style.json")
+                     .read_text(encoding="utf-8"))
+    api["11"]["inputs"]["ckpt_name"] = style_ckpt
+    api["13"]["inputs"]["ckpt_name"] = "tiny_sd15.safetensors"
+    api["12"]["inputs"].update(lora_name="tiny_kohya_lora.safetensors",
+                               strength_model=LORA_STRENGTH)
+    api["3"]["inputs"].update(checkpoint="emo_sd15_widths.safetensors", wav2vec2="wav2vec2",
+                              style_strength=1.0, style_strength_backbone=1.0,
+                              style_strength_reference=REFERENCE_FACTOR)
+    api["4"]["inputs"]["size"] = 64
+    api["5"]["inputs"]["fps"] = 3.0  # 4 s of speech -> 12 frames = one clip: keeps CPU time low
+    api["8"]["inputs"].update(steps=1)
+    return api
+
+
+def test_wrong_architecture_is_an_execution_error_and_the_server_keeps_working(comfy_server):
+    entry = comfy_server.wait_history(comfy_server.post_prompt(_workflow("tiny_sd2.safetensors")),
+                                      timeout=600)
+    message = execution_error(entry) or ""
+    assert "SD20" in message and "Stable Diffusion 1.5" in message, entry["status"]
+
+
+def test_lora_workflow_completes_and_reports_exactly_the_lora_delta(comfy_server):
+    entry = comfy_server.wait_history(
+        comfy_server.post_prompt(_workflow("tiny_sd15.safetensors")), timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    log = comfy_server.log_text()
+    found = re.findall(r"(backbone|reference_net): strength ([\d.]+), (\d+) tensors changed, "
+                       r"max \|delta\| ([\d.e+-]+), L2 ([\d.e+-]+)", log)
+    assert found, comfy_server.log_tail()
+    report = {name: (float(s), int(n), float(m), float(l2)) for name, s, n, m, l2 in found}
+    # make_lora is seeded: the same call that wrote the file gives its deltas, computed
+    # directly from the up/down/alpha tensors (not through any code under test)
+    expected = make_lora(comfy_sd15_config())[1]
+    l2 = float(torch.sqrt(sum(d.double().square().sum() for d in expected.values())))
+    peak = max(float(d.abs().max()) for d in expected.values())
+    for name, factor in (("backbone", 1.0), ("reference_net", REFERENCE_FACTOR)):
+        strength, changed, max_abs, total = report[name]
+        assert strength == pytest.approx(factor)
+        assert changed == len(expected)
+        # logged with 9 significant digits; fp32 (w + d) - w rounding is ~1e-7 relative
+        assert total == pytest.approx(LORA_STRENGTH * factor * l2, rel=1e-5)
+        assert max_abs == pytest.approx(LORA_STRENGTH * factor * peak, rel=1e-5)
