@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+import comfy.lora
 import comfy.model_management as model_management
 import comfy.utils
 import folder_paths
@@ -29,7 +30,7 @@ __all__ = [
     "register_model_folders", "list_checkpoints", "checkpoint_path", "list_wav2vec2",
     "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "free_memory_for", "offload_device",
     "check_interrupted", "ProgressReporter", "output_directory", "save_path", "release_cache",
-    "patched_unet_state_dict",
+    "calculate_lora_weight",
 ]
 
 EMO_FOLDER = "emo"
@@ -183,17 +184,9 @@ class ProgressReporter:
         check_interrupted()
 
 
-def patched_unet_state_dict(model) -> dict[str, torch.Tensor]:
-    """Core MODEL (ModelPatcher) -> its UNet weights with LoRAs and other patches applied.
-
-    Keys carry the LDM prefix ``model.diffusion_model.``, as in a single-file SD1.5 checkpoint.
-    Loading with ``force_patch_weights`` bakes the patches into the weights, as ComfyUI's own
-    checkpoint saving does.
-    """
-    model_management.load_models_gpu([model], force_patch_weights=True, force_full_load=True)
-    weights = model.model.diffusion_model.state_dict()
-    return {f"model.diffusion_model.{k}": v.detach().to("cpu", torch.float32)
-            for k, v in weights.items()}
+def calculate_lora_weight(patches, weight: torch.Tensor, key: str) -> torch.Tensor:
+    """ComfyUI's own patch arithmetic (LoRA, LoHa, LoKr, DoRA, ...) applied to one weight."""
+    return comfy.lora.calculate_weight(patches, weight, key)
 
 
 def output_directory() -> Path:

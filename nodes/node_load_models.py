@@ -8,6 +8,7 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import io
+from .style_inputs import apply_style_inputs, style_schema_inputs
 from .types import EMOModelsBundle, EMOModelsType
 
 logger = logging.getLogger(__name__)
@@ -50,20 +51,7 @@ class EMOLoadModels(io.ComfyNode):
                     tooltip="Optional SD1.5 VAE replacing the checkpoint's own for encoding the "
                             "reference and decoding frames (e.g. sd-vae-ft-mse). Leave empty to "
                             "use the VAE inside the checkpoint."),
-                io.Model.Input(
-                    "style_model", optional=True,
-                    tooltip="Optional SD1.5 model (e.g. a civit.ai fine-tune, with LoRAs applied) "
-                            "whose difference to base_model is added to the Backbone and "
-                            "ReferenceNet. Changes the look; strong styles may weaken identity."),
-                io.Model.Input(
-                    "base_model", optional=True,
-                    tooltip="The SD1.5 model style_model was fine-tuned from (usually SD1.5 "
-                            "itself). Without it the style weights replace the EMO UNet weights "
-                            "in proportion to style_strength."),
-                io.Float.Input(
-                    "style_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
-                    tooltip="How much of (style_model - base_model) to add. 0 = plain EMO; "
-                            "above 1 exaggerates the style and the risk of artefacts."),
+                *style_schema_inputs(),
             ],
             outputs=[EMOModelsType.Output(display_name="emo_models")],
         )
@@ -80,8 +68,8 @@ class EMOLoadModels(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, checkpoint, wav2vec2, precision, device, vae=None, style_model=None,
-                base_model=None, style_strength=1.0) -> io.NodeOutput:
+    def execute(cls, checkpoint, wav2vec2, precision, device, vae=None,
+                **style) -> io.NodeOutput:
         from emo_core.io.emo_checkpoint import load_emo_checkpoint
         from emo_core.io.wav2vec import load_wav2vec
 
@@ -97,10 +85,8 @@ class EMOLoadModels(io.ComfyNode):
             raise EMOInputError(
                 f"vae: EMO needs an SD1.5 VAE with 4 latent channels, got "
                 f"{vae.latent_channels}; connect an SD1.5 VAE or leave the input empty")
-        if style_model is not None and style_strength > 0:
-            from .style_merge import merge_style
-
-            merge_style(models, style_model, base_model, style_strength)
+        # Style deltas are applied on the load device, before anything moves to the GPU.
+        apply_style_inputs(models, **style)
         bundle = EMOModelsBundle(
             models=models, wav2vec=wav2vec, device=run_device, dtype=dtype, offload=offload,
             checkpoint=checkpoint, wav2vec_name=wav2vec2, core_vae=vae,

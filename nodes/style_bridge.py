@@ -20,6 +20,8 @@ from emo_core.style.architecture import check_sd15_unet
 from emo_core.style.ldm_keys import ldm_to_diffusers_names
 from emo_core.style.spatial import spatial_shapes
 
+from . import comfy_bridge as bridge
+
 logger = logging.getLogger(__name__)
 
 UNET_PREFIX = "diffusion_model."  # ComfyUI's BaseModel attribute holding the UNet
@@ -81,13 +83,11 @@ class _PatchedUNet:
     @torch.no_grad()
     def get(self, key: str) -> torch.Tensor:
         """fp32 CPU weight for diffusers name ``key`` with all of ComfyUI's patches applied."""
-        import comfy.lora  # lazy: nodes import ComfyUI only when a style is actually used
-
         full = self.names[key]
         (weight, convert), *patches = self.entries[full]
         value = convert(weight.to("cpu", torch.float32, copy=True), inplace=True)
         if patches:
-            value = comfy.lora.calculate_weight(patches, value, full)
+            value = bridge.calculate_lora_weight(patches, value, full)
         return value
 
 

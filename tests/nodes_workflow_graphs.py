@@ -1,4 +1,4 @@
-"""The two example workflows as data, and their UI (litegraph) / API renderings.
+"""The example workflows as data, and their UI (litegraph) / API renderings.
 
 ``python tests/nodes_workflow_graphs.py`` rewrites ``example_workflows/`` (JSON + thumbnails);
 ``tests/test_nodes_workflows.py`` checks the committed files equal this output and that the UI
@@ -26,6 +26,8 @@ OUTPUTS = {
     "EMOSpeedEmbedding": [("emo_speed", "EMO_SPEED")],
     "EMOSampler": [("latent", "LATENT"), ("images", "IMAGE")],
     "EMOFramesToVideo": [("video", "VIDEO")],
+    "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "LoraLoader": [("MODEL", "MODEL"), ("CLIP", "CLIP")],
 }
 # (class_type) -> socket (non-widget) inputs [(name, type)] in schema order; the frontend keys
 # link target slots by this order.
@@ -39,12 +41,14 @@ SOCKETS = {
                    ("emo_audio", "EMO_AUDIO"), ("face_mask", "MASK"), ("emo_speed", "EMO_SPEED")],
     "EMOFramesToVideo": [("images", "IMAGE"), ("latent", "LATENT"), ("emo_models", "EMO_MODELS"),
                          ("vae", "VAE"), ("audio", "AUDIO")],
+    "LoraLoader": [("model", "MODEL"), ("clip", "CLIP")],
 }
 TITLES = {
     "LoadImage": "Load Image", "LoadAudio": "Load Audio", "EMOLoadModels": "Load EMO Models",
     "EMOEncodeReference": "Encode Reference", "EMOAudioFeatures": "Wav2Vec Audio Features",
     "EMOFaceLocatorMask": "Face Locator Mask", "EMOSpeedEmbedding": "Speed Embedding",
     "EMOSampler": "EMO Sampler", "EMOFramesToVideo": "Frames to Video", "Note": "Note",
+    "CheckpointLoaderSimple": "Load Checkpoint", "LoraLoader": "Load LoRA",
 }
 # Widgets the frontend adds after a widget input without an API value (upload buttons, seed
 # control): name -> values stored in widgets_values right after it.
@@ -79,7 +83,8 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
         Node(2, "LoadAudio", (0, 380), {"audio": "speech_arctic_a0007.wav"}, size=(300, 140)),
         Node(3, "EMOLoadModels", (0, 580), {
             "checkpoint": "emo.safetensors", "wav2vec2": "wav2vec2", "precision": "auto",
-            "device": "auto", "style_strength": 1.0}, size=(300, 200)),
+            "device": "auto", "style_strength": 1.0, "style_strength_backbone": 1.0,
+            "style_strength_reference": 1.0}, size=(300, 260)),
         Node(4, "EMOEncodeReference", (380, 0), {"crop": "face", "size": 128, "face_index": 0},
              {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 150)),
         Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False},
@@ -122,8 +127,32 @@ def long_video_low_memory() -> list[Node]:
     return nodes
 
 
+def civitai_style() -> list[Node]:
+    """civit.ai look: Load Checkpoint -> Load LoRA -> style_model; plain SD1.5 -> base_model."""
+    nodes = talking_portrait()[:-1]  # same graph, its own note
+    nodes[-1].widgets["filename_prefix"] = "EMO/civitai_style"
+    nodes[2].links.update({"style_model": (12, 0), "base_model": (13, 0)})
+    nodes += [
+        Node(11, "CheckpointLoaderSimple", (-760, 580),
+             {"ckpt_name": "civitai_sd15_style.safetensors"}, size=(320, 100)),
+        Node(12, "LoraLoader", (-380, 580), {
+            "lora_name": "civitai_sd15_lora.safetensors", "strength_model": 0.8,
+            "strength_clip": 1.0}, {"model": (11, 0), "clip": (11, 1)}, size=(320, 130)),
+        Node(13, "CheckpointLoaderSimple", (-760, 760),
+             {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}, size=(320, 100)),
+    ]
+    extra = ("\nStyle: any civit.ai SD1.5 checkpoint (+ LoRAs) goes into style_model; plain "
+             "SD1.5 into base_model. EMO gets style_strength x (style - base) on its Backbone and "
+             "ReferenceNet; temporal/audio/speed layers are untouched. SDXL/SD2/Flux are refused. "
+             "File names here are placeholders: pick your own files in the loaders.")
+    nodes.append(Node(10, "Note", (1140, 470), {"text": NOTE.format(
+        title="civit.ai checkpoint + LoRA as style", extra=extra)}, size=(340, 400)))
+    return nodes
+
+
 GRAPHS = {"emo_talking_portrait": talking_portrait,
-          "emo_long_video_low_memory": long_video_low_memory}
+          "emo_long_video_low_memory": long_video_low_memory,
+          "emo_civitai_style": civitai_style}
 
 
 def to_api(nodes: list[Node]) -> dict:

@@ -60,7 +60,10 @@ def schemas() -> dict:
 
 
 # Core loaders used by the workflows: only their file widget has an API value.
-CORE = {"LoadImage": {"image": ("COMBO", {})}, "LoadAudio": {"audio": ("COMBO", {})}}
+CORE = {"LoadImage": {"image": ("COMBO", {})}, "LoadAudio": {"audio": ("COMBO", {})},
+        "CheckpointLoaderSimple": {"ckpt_name": ("COMBO", {})},
+        "LoraLoader": {"model": ("MODEL", {}), "clip": ("CLIP", {}), "lora_name": ("COMBO", {}),
+                       "strength_model": ("FLOAT", {}), "strength_clip": ("FLOAT", {})}}
 
 
 def _inputs(info: dict) -> dict:

@@ -109,7 +109,8 @@ def test_nodes_and_model_folders_from_extra_model_paths(comfy_server):
 
 def test_workflow_templates_are_served(comfy_server):
     listing = comfy_server.get_json("/api/workflow_templates")
-    assert sorted(listing[PACK_NAME]) == ["emo_long_video_low_memory", "emo_talking_portrait"]
+    assert sorted(listing[PACK_NAME]) == ["emo_civitai_style", "emo_long_video_low_memory",
+                                          "emo_talking_portrait"]
     served = comfy_server.get_json(f"/api/workflow_templates/{PACK_NAME}/emo_talking_portrait.json")
     assert {n["type"] for n in served["nodes"]} >= {"EMOSampler", "EMOFramesToVideo"}
 
