@@ -1,0 +1,127 @@
+"""One training forward: noisy target latents + conditions -> Backbone prediction, and its loss.
+
+``EMOTrainingModule`` wraps ``EMOModels`` so that ``accelerate``/DDP sees one ``forward`` per step
+(DDP only synchronises gradients of modules called through the wrapper's forward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import DropoutConfig, TrainConfig
+from .losses import add_noise, diffusion_loss, sample_noise, training_target
+
+logger = logging.getLogger(__name__)
+
+
+def dropout_rows(batch: int, rates: DropoutConfig, generator: torch.Generator):
+    """Per-sample condition dropout -> ``(reference_rows, audio_rows, motion_rows)``, ``(b,)`` bool.
+
+    ``True`` keeps the condition. Reference-only, audio-only and both-dropped are exclusive events
+    drawn from one uniform number; motion dropout is drawn independently.
+    """
+    u = torch.rand(batch, generator=generator)
+    drop_ref = u < rates.reference
+    drop_audio = (u >= rates.reference) & (u < rates.reference + rates.audio)
+    drop_both = (u >= rates.reference + rates.audio) & (u < rates.reference + rates.audio
+                                                         + rates.both)
+    motion_keep = torch.rand(batch, generator=generator) >= rates.motion
+    return ~(drop_ref | drop_both), ~(drop_audio | drop_both), motion_keep
+
+
+class EMOTrainingModule(nn.Module):
+    """``forward(noisy (b, f, 4, h, w), timesteps (b,), conditions) -> prediction (b, f, 4, h, w)``.
+
+    ``gradient_checkpointing`` recomputes the ReferenceNet and Backbone passes in backward. It
+    wraps whole passes rather than diffusers' per-block checkpointing because the EMO layers run
+    in forward hooks that read per-call state, which is gone when diffusers re-runs one block.
+    """
+
+    def __init__(self, models, stage: int, gradient_checkpointing: bool = False):
+        super().__init__()
+        self.models = models
+        self.stage = stage
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def _maybe_checkpoint(self, fn, *args):
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def forward(self, noisy, timesteps, reference_latents, motion_latents, mask, audio, speed,
+                reference_rows, audio_rows, motion_keep):
+        """``reference_latents: (b, 4, h, w)``, ``motion_latents: (b, n, 4, h, w) | None``,
+        ``mask: (b, 1, H, W)``, ``audio: (b, f, 2m+1, L, C) | None``, ``speed: (b, f) | None``,
+        rows: ``(b,)`` bool."""
+        models = self.models
+        batch = noisy.shape[0]
+        context = models.context.expand(batch, -1, -1)
+        features = self._maybe_checkpoint(
+            lambda ref, mot: models.reference_net(ref, mot, context=context),
+            reference_latents, motion_latents)
+        if features.motion is not None and motion_keep is not None:
+            keep = motion_keep.to(noisy.dtype).view(-1, 1, 1, 1, 1)
+            features = dataclasses.replace(features, motion=[m * keep for m in features.motion])
+        audio_tokens = models.audio_projection(audio) if audio is not None else None
+        speed_tokens = models.speed_encoder(speed) if speed is not None else None
+        face = models.face_locator(mask)
+
+        def run_backbone(sample, face_embedding):
+            return models.backbone(
+                sample, timesteps, reference=features, reference_rows=reference_rows,
+                audio_tokens=audio_tokens, audio_rows=audio_rows if audio is not None else None,
+                speed_tokens=speed_tokens, face_embedding=face_embedding, context=context)
+
+        return self._maybe_checkpoint(run_backbone, noisy, face)
+
+
+@torch.no_grad()
+def encode_frames(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """``pixels: (..., 3, S, S)`` in [-1, 1] -> ``(..., 4, S/8, S/8)`` scaled latents (posterior
+    mean: the sample's noise would only add variance the diffusion noise already provides)."""
+    lead = pixels.shape[:-3]
+    flat = pixels.reshape(-1, *pixels.shape[-3:])
+    latents = vae.encode(flat.to(next(vae.parameters()).dtype)).latent_dist.mode()
+    latents = latents * vae.config.scaling_factor
+    return latents.reshape(*lead, *latents.shape[1:]).float()
+
+
+def batch_latents(models, batch: dict) -> dict:
+    """Replace pixel tensors by latents when the data was stored as frames."""
+    if not bool(batch["pixel_space"].any()):
+        return batch
+    if models.vae is None:
+        raise ValueError("the data holds pixel frames but the EMO checkpoint has no VAE to "
+                         "encode them; use a checkpoint with a VAE")
+    out = dict(batch)
+    for key in ("reference", "target", "motion"):
+        if key in out:
+            out[key] = encode_frames(models.vae, out[key])
+    return out
+
+
+def compute_loss(module, models, batch: dict, scheduler, config: TrainConfig,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Sample t, noise and dropout from ``generator``; return the scalar training loss."""
+    batch = batch_latents(models, batch)
+    target_latents = batch["target"]  # (b, f, 4, h, w)
+    size = target_latents.shape[0]
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,),
+                              generator=generator).to(target_latents.device)
+    noise = sample_noise(target_latents, config.noise_offset, generator)
+    noisy = add_noise(scheduler, target_latents, noise, timesteps)
+    ref_rows, audio_rows, motion_keep = (r.to(target_latents.device)
+                                         for r in dropout_rows(size, config.dropout, generator))
+    video = config.stage > 1
+    prediction = module(
+        noisy, timesteps, batch["reference"], batch.get("motion") if video else None,
+        batch["mask"], batch["audio"] if video else None,
+        batch["speed"] if config.stage == 3 else None, ref_rows, audio_rows, motion_keep)
+    target = training_target(scheduler, target_latents, noise, timesteps, config.prediction_type)
+    return diffusion_loss(prediction, target, timesteps, scheduler, config.snr_gamma,
+                          config.prediction_type)

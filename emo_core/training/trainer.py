@@ -1,0 +1,225 @@
+"""The EMO training loop on Hugging Face ``accelerate``: one CPU, one GPU or many (DDP, or FSDP /
+DeepSpeed through ``accelerate config``), mixed precision, gradient accumulation, optional 8-bit
+Adam, EMA (diffusers ``EMAModel``), exact resume and TensorBoard logs.
+
+Each stage starts from an EMO checkpoint (stage 1 from ``init-checkpoint``, later stages from the
+previous stage's ``emo.safetensors`` / ``emo_ema.safetensors``) or, for tests, a preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+
+from ..errors import EMOInputError
+from ..pipeline.scheduler import make_scheduler
+from .checkpointing import (
+    latest_checkpoint,
+    load_training_state,
+    publish_folder,
+    save_training_state,
+)
+from .config import TrainConfig
+from .dataset import TrainSamples
+from .stages import apply_stage
+from .step import EMOTrainingModule, compute_loss
+
+logger = logging.getLogger(__name__)
+
+
+def build_models(config: TrainConfig):
+    """``EMOModels`` from the config's checkpoint (or preset), float32 on CPU, VAE frozen."""
+    if config.preset:
+        from ..models.presets import build_emo_models
+
+        models = build_emo_models(config.preset, seed=config.seed)
+    else:
+        from ..io.emo_checkpoint import load_emo_checkpoint
+
+        models = load_emo_checkpoint(config.init_checkpoint)
+    if config.stage > 1 and config.frames + config.motion_frames > \
+            models.backbone.config.motion_max_frames:
+        raise EMOInputError(f"frames + motion_frames = {config.frames + config.motion_frames} "
+                            f"exceeds the model's {models.backbone.config.motion_max_frames}")
+    return models.float()
+
+
+def make_optimizer(parameters, config: TrainConfig):
+    """AdamW, or bitsandbytes 8-bit AdamW when ``use_8bit_adam`` (imported only then)."""
+    if config.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise EMOInputError("use_8bit_adam is set but bitsandbytes is not installed; "
+                                "`pip install bitsandbytes` or set use_8bit_adam: false") from None
+        optimizer_class = bnb.optim.AdamW8bit
+    else:
+        optimizer_class = torch.optim.AdamW
+    return optimizer_class(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """``Trainer(config).train()`` runs ``config.max_steps`` optimizer steps of ``config.stage``."""
+
+    def __init__(self, config: TrainConfig, models=None, resume: str | Path | None = None,
+                 log_with: str | None = "tensorboard"):
+        self.config = config.validate()
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation,
+            log_with=log_with, project_dir=str(self.output_dir),
+        )
+        torch.manual_seed(config.seed)
+        self.models = models if models is not None else build_models(config)
+        if self.models.vae is not None:
+            self.models.vae.requires_grad_(False).eval()
+        trainable = apply_stage(self.models, config.stage, config.stage2_trains_spatial)
+        self.parameters = [p for _, p in trainable]
+        self.module = EMOTrainingModule(self.models, config.stage, config.gradient_checkpointing)
+        optimizer = make_optimizer(self.parameters, config)
+        lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
+                                     num_warmup_steps=config.warmup_steps)
+        self.module, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
+            self.module, optimizer, lr_scheduler)
+        self.ema = EMAModel(self.parameters, decay=config.ema_decay) if config.ema else None
+        self.noise_scheduler = make_scheduler("ddim", config.prediction_type)
+        process = self.accelerator.process_index
+        self.generator = torch.Generator().manual_seed(config.seed * 7919 + process)
+        self.step, self.samples = 0, 0
+        if resume:
+            self._resume(resume)
+        if log_with and self.accelerator.is_main_process:
+            hparams = {k: v for k, v in dataclasses.asdict(config).items()
+                       if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers(f"stage{config.stage}", config=hparams)
+
+    # ------------------------------------------------------------------ data
+    def _batches(self):
+        """Infinite batch iterator, fast-forwarded past the samples already consumed."""
+        config = self.config
+        dataset = TrainSamples(config.data, config.clip_frames, config.clip_motion_frames,
+                               seed=config.seed + 1000 * self.accelerator.process_index)
+        loader = DataLoader(dataset, batch_size=config.batch_size,
+                            num_workers=config.num_workers)
+        batches = iter(loader)
+        skip = self.samples // config.batch_size
+        if skip:
+            logger.info("resume: skipping %d batches already trained on", skip)
+            batches = itertools.islice(batches, skip, None)
+        for batch in batches:
+            yield {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ loop
+    def train(self, max_steps: int | None = None, callback=None) -> list[float]:
+        """Run until ``max_steps`` (default: the config's) optimizer steps; returns step losses.
+
+        ``callback(step, loss)`` is called after every optimizer step (tests, progress).
+        """
+        config, acc = self.config, self.accelerator
+        end = config.max_steps if max_steps is None else max_steps
+        losses: list[float] = []
+        batches = self._batches()
+        self.module.train()
+        started, accumulated = time.time(), []
+        while self.step < end:
+            loss = self.train_step(next(batches))
+            accumulated.append(loss)
+            if not acc.sync_gradients:
+                continue
+            self.step += 1
+            step_loss = sum(accumulated) / len(accumulated)
+            accumulated = []
+            losses.append(step_loss)
+            if self.ema is not None:
+                self.ema.step(self.parameters)
+            self._log(step_loss, started)
+            if callback is not None:
+                callback(self.step, step_loss)
+            if self.step % config.checkpoint_every == 0 or self.step == end:
+                self.save()
+        return losses
+
+    def train_step(self, batch: dict, generator: torch.Generator | None = None) -> float:
+        """One micro-batch: loss, backward and (when accumulation is complete) an optimizer step.
+
+        ``generator`` overrides the trainer's noise/timestep/dropout generator (tests use a fresh
+        fixed one to see the loss of one fixed batch fall)."""
+        config, acc = self.config, self.accelerator
+        with acc.accumulate(self.module):
+            loss = compute_loss(self.module, self.models, batch, self.noise_scheduler, config,
+                                generator or self.generator)
+            acc.backward(loss)
+            if acc.sync_gradients and config.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.parameters, config.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.samples += config.batch_size
+        return float(loss.detach())
+
+    def _log(self, loss: float, started: float) -> None:
+        lr = self.lr_scheduler.get_last_lr()[0]
+        self.accelerator.log({"loss": loss, "lr": lr, "samples": self.samples}, step=self.step)
+        if self.step % self.config.log_every == 0 or self.step == 1:
+            logger.info("stage %d step %d: loss %.4f lr %.2e (%.2f s/step)", self.config.stage,
+                        self.step, loss, lr, (time.time() - started) / max(self.step, 1))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        """``output_dir/step-N/`` with emo(.ema).safetensors + the exact-resume state."""
+        from ..io.emo_checkpoint import save_emo_checkpoint
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        final = self.output_dir / f"step-{self.step:06d}"
+        staging = self.output_dir / f".step-{self.step:06d}.tmp"
+        if acc.is_main_process:
+            staging.mkdir(parents=True, exist_ok=True)
+            models = acc.unwrap_model(self.module).models
+            save_emo_checkpoint(models, staging / "emo.safetensors")
+            if self.ema is not None:
+                self.ema.store(self.parameters)
+                self.ema.copy_to(self.parameters)
+                save_emo_checkpoint(models, staging / "emo_ema.safetensors")
+                self.ema.restore(self.parameters)
+        acc.wait_for_everyone()
+        save_training_state(staging, step=self.step, samples=self.samples,
+                            optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+                            ema=self.ema, generator=self.generator,
+                            process_index=acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            publish_folder(staging, final)
+            logger.info("saved %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def _resume(self, resume) -> None:
+        folder = Path(resume)
+        if str(resume) == "latest":
+            folder = latest_checkpoint(self.output_dir)
+            if folder is None:
+                logger.info("no checkpoint in %s yet; starting fresh", self.output_dir)
+                return
+        from ..io.emo_checkpoint import load_emo_checkpoint
+
+        loaded = load_emo_checkpoint(folder / "emo.safetensors")
+        models = self.accelerator.unwrap_model(self.module).models
+        models.load_state_dict(loaded.state_dict())
+        self.step, self.samples = load_training_state(
+            folder, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, ema=self.ema,
+            generator=self.generator, process_index=self.accelerator.process_index)
+        logger.info("resumed from %s at step %d", folder, self.step)
+
+    def end(self) -> None:
+        self.accelerator.end_training()
