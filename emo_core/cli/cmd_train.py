@@ -1,0 +1,46 @@
+"""``python -m emo_core train --stage 1|2|3 --config FILE.yaml``: one of EMO's three training stages.
+
+Runs on one CPU or GPU as is; for several GPUs or nodes start it through accelerate
+(``accelerate launch -m emo_core train ...``; FSDP / DeepSpeed come from ``accelerate config``).
+Checkpoints go to ``output_dir/step-N/`` (``emo.safetensors`` = the next stage's
+``init_checkpoint``); ``--resume latest`` continues exactly where the last checkpoint stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train EMO stage 1, 2 or 3 (accelerate: CPU, GPU, multi-GPU)",
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), required=True,
+                        help="1: images (ReferenceNet, Backbone, Face Locator); 2: + temporal and "
+                             "audio layers on clips; 3: temporal + speed layers only")
+    parser.add_argument("--config", type=Path, required=True,
+                        help="YAML training config (see configs/train_stage*.yaml)")
+    parser.add_argument("--init-checkpoint", default=None,
+                        help="override the config's init_checkpoint (previous stage's weights)")
+    parser.add_argument("--output-dir", default=None, help="override the config's output_dir")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="override the config's max_steps")
+    parser.add_argument("--resume", default=None,
+                        help="'latest' or a step-N folder: continue that run exactly")
+    return parser
+
+
+def run(args) -> int:
+    from ..training.config import load_config
+    from ..training.trainer import Trainer
+
+    config = load_config(args.config, stage=args.stage, init_checkpoint=args.init_checkpoint,
+                         output_dir=args.output_dir, max_steps=args.max_steps)
+    trainer = Trainer(config, resume=args.resume)
+    losses = trainer.train()
+    trainer.end()
+    if losses:
+        print(f"stage {config.stage}: {len(losses)} steps, last loss {losses[-1]:.4f}")
+    print(f"checkpoints in {Path(config.output_dir).resolve()}")
+    return 0
