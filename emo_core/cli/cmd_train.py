@@ -1,4 +1,4 @@
-"""``python -m emo_core train --stage 1|2|3 --config FILE.yaml``: one of EMO's three training stages.
+"""``python -m emo_core train --stage 1|2|3 --config FILE.yaml``: one EMO training stage.
 
 Runs on one CPU or GPU as is; for several GPUs or nodes start it through accelerate
 (``accelerate launch -m emo_core train ...``; FSDP / DeepSpeed come from ``accelerate config``).
