@@ -46,7 +46,8 @@ MODEL_FOLDERS: dict[str, set[str]] = {
 MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
 # Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
 BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
-DEMO_HINT = "or run `python -m emo_core demo-weights --out <ComfyUI>/models` for tiny test weights"
+DEMO_HINT = ("or run `python -m emo_core demo-weights --comfyui-models <ComfyUI>/models` for tiny "
+             "test weights")
 
 
 def register_model_folders() -> None:

@@ -60,7 +60,7 @@ NOTE = (
     "1. Copy portrait_astronaut.png and speech_arctic_a0007.wav from "
     "custom_nodes/ComfyUI-EMO-Portrait/emo_core/samples/ into ComfyUI/input/.\n"
     "2. Put emo.safetensors into models/emo/ and a wav2vec2 folder into models/wav2vec2/. "
-    "For a quick test: python -m emo_core demo-weights --out ComfyUI/models (tiny random "
+    "For a quick test: python -m emo_core demo-weights --comfyui-models ComfyUI/models (tiny random "
     "weights: the video is noise, but every node runs, in a few minutes on a CPU).\n\n"
     "These defaults (size 128, 2 steps) are for the demo weights. With real weights use size "
     "512, 40 steps (ddim), 25 fps, guidance 2.0 / 3.5.\n{extra}"

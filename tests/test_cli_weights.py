@@ -86,6 +86,19 @@ def sources(tmp_path_factory):
             "mm": folder / "mm_tiny.ckpt"}
 
 
+def test_demo_weights_into_comfyui_models_layout(tmp_path):
+    """--comfyui-models puts the files where Load EMO Models looks: models/emo/emo.safetensors and
+    models/wav2vec2/wav2vec2/ (a second run replaces them; no staging folder is left)."""
+    models_dir = tmp_path / "ComfyUI" / "models"
+    for _ in range(2):
+        result = _cli("demo-weights", "--comfyui-models", str(models_dir))
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in models_dir.iterdir()) == ["emo", "wav2vec2"]
+    assert [p.name for p in (models_dir / "emo").iterdir()] == ["emo.safetensors"]
+    assert (models_dir / "wav2vec2" / "wav2vec2" / "config.json").is_file()
+    assert load_emo_checkpoint(models_dir / "emo" / "emo.safetensors").vae is not None
+
+
 def test_init_checkpoint_cli_copies_every_source_tensor(sources, tmp_path):
     out = tmp_path / "emo_init.safetensors"
     result = _cli("init-checkpoint", "--sd15", str(sources["sd15"]), "--motion-module",

@@ -17,8 +17,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo-weights", help="write tiny random weights for testing (videos are noise)",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True,
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path,
                         help="folder to write emo.safetensors and wav2vec2/ into")
+    target.add_argument("--comfyui-models", type=Path, metavar="MODELS_DIR",
+                        help="a ComfyUI models folder: writes emo/emo.safetensors and "
+                             "wav2vec2/wav2vec2/ where Load EMO Models looks for them")
     parser.add_argument("--seed", type=int, default=0, help="seed; same seed, same files")
     return parser
 
@@ -30,8 +34,34 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise EMOInputError(f"--seed must be >= 0, got {args.seed}")
-    out = write_demo_weights(args.out, seed=args.seed).resolve()
-    print(f"EMO checkpoint: {out / FOLDER_FILE}")
-    print(f"wav2vec2 folder: {out / WAV2VEC_FOLDER}")
+    if args.comfyui_models is not None:
+        checkpoint, wav2vec = _write_into_comfyui(args.comfyui_models, args.seed)
+    else:
+        out = write_demo_weights(args.out, seed=args.seed).resolve()
+        checkpoint, wav2vec = out / FOLDER_FILE, out / WAV2VEC_FOLDER
+    print(f"EMO checkpoint: {checkpoint}")
+    print(f"wav2vec2 folder: {wav2vec}")
     print(NOISE_NOTE)
     return 0
+
+
+def _write_into_comfyui(models_dir: Path, seed: int) -> tuple[Path, Path]:
+    """Build the bundle beside ``models_dir/emo`` and move its parts into ComfyUI's layout."""
+    import shutil
+    import tempfile
+
+    from ..io.demo_weights import WAV2VEC_FOLDER, write_demo_weights
+    from ..io.emo_checkpoint import FOLDER_FILE
+
+    models_dir = models_dir.resolve()
+    checkpoint = models_dir / "emo" / FOLDER_FILE
+    wav2vec = models_dir / "wav2vec2" / WAV2VEC_FOLDER
+    for folder in (checkpoint.parent, wav2vec.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".emo-demo.", dir=models_dir) as staging:
+        bundle = write_demo_weights(Path(staging) / "bundle", seed=seed)
+        if wav2vec.exists():
+            shutil.rmtree(wav2vec)
+        (bundle / WAV2VEC_FOLDER).replace(wav2vec)
+        (bundle / FOLDER_FILE).replace(checkpoint)
+    return checkpoint, wav2vec

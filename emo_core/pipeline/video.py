@@ -49,6 +49,10 @@ class Mp4Writer:
                                    dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        # mkstemp makes 0600 files; a finished video should get the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        self._tmp.chmod(0o666 & ~umask)
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
         self._video = self._container.add_stream("libx264", rate=self.fps)
         self._video.width, self._video.height = self.width, self.height
