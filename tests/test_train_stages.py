@@ -12,6 +12,7 @@ from emo_core.models.presets import build_emo_models, wav2vec2_config
 from emo_core.training.config import DropoutConfig, TrainConfig
 from emo_core.training.procedural.shards import write_procedural_shards
 from emo_core.training.stages import parameter_group
+from emo_core.training.step import compute_loss
 from emo_core.training.trainer import Trainer
 
 FRAMES, MOTION = 3, 2
@@ -107,3 +108,30 @@ def test_stage3_keeps_audio_and_spatial_weights_bit_identical(shards, tmp_path):
     spatial = [k for k in before if parameter_group(k) in ("spatial", "reference", "face")]
     assert audio and spatial
     assert not changed & set(audio + spatial)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(shards, tmp_path):
+    grads = []
+    for checkpointing in (False, True):
+        models = build_emo_models("tiny", seed=5)
+        config = _config(shards, tmp_path, 2, gradient_checkpointing=checkpointing,
+                         learning_rate=1e-9)
+        trainer = Trainer(config, models=models, log_with=None)
+        batch = next(trainer._batches())
+        calls = []
+        models.backbone.register_forward_pre_hook(lambda *args, calls=calls: calls.append(1))
+        loss = compute_loss(trainer.module, models, batch, trainer.noise_scheduler, config,
+                            torch.Generator().manual_seed(3))
+        loss.backward()
+        # With checkpointing the Backbone pass is re-entered during backward: 2 calls, not 1
+        # (a pre-hook: recomputation stops early, before a forward hook would fire).
+        assert len(calls) == (2 if checkpointing else 1)
+        grads.append((float(loss.detach()), {n: p.grad.clone()
+                                             for n, p in models.named_parameters()
+                                             if p.grad is not None}))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert grad_a.keys() == grad_b.keys() and len(grad_a) > 100
+    for name, value in grad_a.items():
+        # Recomputation repeats the same float32 ops; only summation order may differ.
+        torch.testing.assert_close(grad_b[name], value, rtol=1e-4, atol=1e-7, msg=name)

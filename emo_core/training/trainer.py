@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
@@ -78,6 +78,8 @@ class Trainer:
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation,
             log_with=log_with, project_dir=str(self.output_dir),
+            # A DDP rank whose whole batch drew "drop reference" leaves ReferenceNet unused.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
         torch.manual_seed(config.seed)
         self.models = models if models is not None else build_models(config)
