@@ -84,3 +84,18 @@ def test_mp4_writer_leaves_nothing_on_error(tmp_path):
         writer.write(np.zeros((3, 64, 64, 3), np.uint8))
         raise RuntimeError("cancelled mid-run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mp4_encoding_is_reproducible(tmp_path):
+    """Same frames -> same decoded video, every time (x264's mbtree broke this: see video.py)."""
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 255, (40, 8, 8, 3)).astype(np.uint8)
+    frames = coarse.repeat(8, axis=1).repeat(8, axis=2)  # blocky content, like demo-weight output
+    decoded = []
+    for i in range(4):
+        with Mp4Writer(tmp_path / f"{i}.mp4", 25, 64, 64) as writer:
+            writer.write(frames)
+        with av.open(str(tmp_path / f"{i}.mp4")) as container:
+            decoded.append(np.stack([f.to_ndarray(format="rgb24")
+                                     for f in container.decode(video=0)]))
+    assert all(np.array_equal(decoded[0], d) for d in decoded[1:])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..pipeline.settings import SCHEDULERS, GenerationSettings
 from .progress import TqdmProgress
+from .style_args import add_style_arguments, apply_style_from_args, style_requested
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="voice or song (wav, mp3, m4a/aac, flac, ogg; any rate/channels)")
     parser.add_argument("--out", type=Path, required=True, help="output .mp4 path")
     add_generation_arguments(parser)
+    add_style_arguments(parser)
     return parser
 
 
@@ -106,8 +108,15 @@ def request_from_args(args, **overrides):
         allow_silence=args.allow_silence, device=args.device,
         dtype=args.dtype,
     )
+    if style_requested(args):
+        values["prepare_models"] = lambda models: _apply_style(models, args)
     values.update(overrides)
     return GenerateRequest(**values)
+
+
+def _apply_style(models, args) -> None:
+    report = apply_style_from_args(models, args)
+    print(f"style: {report.describe()}")
 
 
 def run(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class GenerateRequest:
     allow_silence: bool = False
     device: str = "auto"
     dtype: str = "auto"
+    # Called with the loaded EMOModels before sampling (e.g. to add a civit.ai style delta).
+    prepare_models: Callable | None = None
 
 
 def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
@@ -73,6 +76,8 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     speed = _speed_curve(request, audio.num_frames, settings.fps)
 
     models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    if request.prepare_models is not None:
+        request.prepare_models(models)
     pipeline = EMOPipeline(models, device=device, dtype=dtype)
     reference = encode_reference(models, portrait, device=device, dtype=dtype)
     frames = pipeline.generate_frames(reference, audio, torch.from_numpy(mask.image_mask), speed,
