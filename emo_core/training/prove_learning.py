@@ -46,7 +46,7 @@ class ProofPlan:
     train_identities: int = 192
     clip_frames: int = 24
     vae_steps: int = 400
-    stage_steps: tuple[int, int, int] = (400, 800, 250)
+    stage_steps: tuple[int, int, int] = (400, 800, 1000)
     stage_batch: tuple[int, int, int] = (8, 4, 4)
     learning_rate: float = 5e-4
     eval_steps: int = 20
@@ -78,15 +78,34 @@ def _stage_config(plan: ProofPlan, stage: int, data: Path, out: Path, init: Path
     )
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def prepare(plan: ProofPlan, out: Path) -> tuple[Path, Wav2Vec2Model, dict]:
-    """Tiny wav2vec, VAE fitted to faces, initial checkpoint, latent training shards."""
+    """Tiny wav2vec, VAE fitted to faces, initial checkpoint, latent training shards.
+
+    A work folder kept from an earlier run (``--keep-work``) with the same plan is reused.
+    """
+    init = out / "init.safetensors"
+    if (out / "prepare.json").is_file() and (out / "data" / "index.json").is_file():
+        from ..io.wav2vec import load_wav2vec
+
+        logger.info("reusing the prepared VAE, init checkpoint and shards in %s", out)
+        return init, load_wav2vec(out / "wav2vec2"), dict(_read_json(out / "prepare.json"),
+                                                          reused=True)
     torch.manual_seed(plan.seed)
     wav2vec = Wav2Vec2Model(wav2vec2_config("tiny")).eval()
     models = initial_models(plan, plan.seed)
     started = time.time()
     vae_losses = fit_vae(models.vae, plan.vae_steps, plan.size, seed=plan.seed)
     models.vae.register_to_config(scaling_factor=latent_scale(models.vae, plan.size))
-    init = out / "init.safetensors"
     save_emo_checkpoint(models, init)
     wav2vec.save_pretrained(out / "wav2vec2")
     data = out / "data"
@@ -95,26 +114,35 @@ def prepare(plan: ProofPlan, out: Path) -> tuple[Path, Wav2Vec2Model, dict]:
     info = {"vae_mse_first": vae_losses[0], "vae_mse_last": vae_losses[-1],
             "vae_scaling_factor": models.vae.config.scaling_factor,
             "prepare_seconds": time.time() - started}
+    _write_json(out / "prepare.json", info)
     logger.info("prepared in %.0f s: %s", info["prepare_seconds"], info)
     return init, wav2vec, info
 
 
 def train_stages(plan: ProofPlan, out: Path, init: Path) -> tuple[Path, dict]:
-    """Stages 1, 2, 3, each from the previous stage's saved EMO checkpoint."""
+    """Stages 1, 2, 3, each from the previous stage's saved EMO checkpoint (a stage whose final
+    checkpoint is already in a kept work folder is reused, not retrained)."""
     data, checkpoint, info = out / "data", init, {}
     for stage in (1, 2, 3):
+        folder = out / f"stage{stage}"
+        final = folder / f"step-{plan.stage_steps[stage - 1]:06d}" / "emo.safetensors"
+        if final.is_file():
+            logger.info("stage %d: reusing %s", stage, final)
+            info[f"stage{stage}"] = dict(_read_json(folder / "info.json"), reused=True)
+            checkpoint = final
+            continue
         started = time.time()
         trainer = Trainer(_stage_config(plan, stage, data, out, checkpoint))
         losses = trainer.train()
         trainer.end()
-        checkpoint = out / f"stage{stage}" / f"step-{plan.stage_steps[stage - 1]:06d}" \
-            / "emo.safetensors"
+        checkpoint = final
         window = max(len(losses) // 10, 1)
         info[f"stage{stage}"] = {
             "steps": len(losses), "seconds": time.time() - started,
             "loss_first_10pct": sum(losses[:window]) / window,
             "loss_last_10pct": sum(losses[-window:]) / window,
         }
+        _write_json(folder / "info.json", info[f"stage{stage}"])
         logger.info("stage %d done: %s", stage, info[f"stage{stage}"])
     return checkpoint, info
 
@@ -162,9 +190,7 @@ def prove_learning(out_dir, plan: ProofPlan = ProofPlan(), keep_work: bool = Fal
     # float16 halves the committed file (tiny weights are for the demo, not for more training).
     save_emo_checkpoint(load_emo_checkpoint(checkpoint).half(), weights / "emo.safetensors")
     wav2vec.save_pretrained(weights / "wav2vec2")
-    tmp = out / ".proof.json.tmp"
-    tmp.write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    os.replace(tmp, out / "proof.json")
+    _write_json(out / "proof.json", figures)
     if not keep_work:
         shutil.rmtree(work)
     return figures
