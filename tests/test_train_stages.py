@@ -135,3 +135,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(shards, tmp_pa
     for name, value in grad_a.items():
         # Recomputation repeats the same float32 ops; only summation order may differ.
         torch.testing.assert_close(grad_b[name], value, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_bf16_autocast_with_gradient_accumulation(shards, tmp_path):
+    config = _config(shards, tmp_path, 2, mixed_precision="bf16", gradient_accumulation=2)
+    trainer = Trainer(config, log_with=None)
+    batch = next(trainer._batches())
+    losses = [trainer.train_step(batch, torch.Generator().manual_seed(1)) for _ in range(6)]
+    # Accumulating 2 micro-batches: weights change only after every second one, so pairs of
+    # identical inputs give identical losses, and each new pair is lower (the batch is learned).
+    assert losses[0] == losses[1] and losses[2] == losses[3] and losses[4] == losses[5]
+    assert losses[0] > losses[2] > losses[4]
+    assert next(trainer.models.parameters()).dtype == torch.float32  # master weights stay fp32
