@@ -37,7 +37,8 @@ def square_portrait(image: np.ndarray, policy: str, size: int, face_index: int) 
         picture = ImageOps.pad(picture, (size, size), Image.Resampling.LANCZOS, (255, 255, 255))
     else:
         raise EMOInputError(f"crop must be one of {CROP_OPTIONS}, got {policy!r}")
-    return np.asarray(picture.convert("RGB"))
+    # np.array, not asarray: PIL's buffer is read-only, and torch warns when wrapping it.
+    return np.array(picture.convert("RGB"))
 
 
 def encode_with_core_vae(vae, portrait: np.ndarray, scale: float):
