@@ -1,7 +1,9 @@
 """civit.ai style through a real ComfyUI server: CheckpointLoaderSimple (tiny SD1.5 file in
 models/checkpoints) -> LoraLoader (tiny kohya LoRA in models/loras) -> Load EMO Models -> ... ->
 video, with the delta the node logs checked against the LoRA delta computed from the file, and a
-wrong-architecture (SD2) MODEL refused while the server keeps working.
+wrong-architecture (SD2) MODEL refused while the server keeps working (the refusal runs
+first: test order is part of the check, the successful run after it proves the server kept
+serving).
 
 The checkpoint keeps 320 base channels and cross-attention width 768 (what ComfyUI needs to call
 it SD15, see test_style_comfy_bridge.py), so the EMO checkpoint here is built with those widths.
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from tests.comfyui_harness import comfy_server_fixture, execution_error
+from tests.comfyui_harness import comfy_server_fixture, execution_error, output_files
 from tests.conftest import fixture_path
+from tests.test_nodes_paths import video_frames, write_short_wav
 from tests.test_style_comfy_bridge import comfy_emo_models, comfy_sd15_config
 from tests.test_style_deltas import make_lora, random_unet, write_sd15_file
 
@@ -27,17 +30,9 @@ pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parents[1]
 LORA_STRENGTH = 0.7
 REFERENCE_FACTOR = 0.5
-
-
-def _wired() -> bool:
-    source = (REPO / "nodes" / "node_load_models.py").read_text(encoding="utf-8")
-    return "apply_style_inputs" in source
-
-
-if not _wired():
-    pytest.skip("EMOLoadModels does not call nodes.style_inputs.apply_style_inputs yet (the "
-                "lead wires it into nodes/node_load_models.py); the node's style report that "
-                "this test checks is not produced before that", allow_module_level=True)
+FPS = 4.0
+FRAMES = 8  # 2 s of speech at 4 fps: one clip of 8 frames keeps the 320-channel UNet cheap
+LORA_FILE = "tiny_kohya_lora.safetensors"
 
 
 def _prepare(tmp_path_factory) -> dict:
@@ -53,7 +48,7 @@ def _prepare(tmp_path_factory) -> dict:
     sd2 = write_sd15_file(root / "tiny_sd2.safetensors",
                           random_unet(comfy_sd15_config(1024, linear=True), 2))
     state, _ = make_lora(config)
-    lora = root / "tiny_kohya_lora.safetensors"
+    lora = root / LORA_FILE
     save_file(state, str(lora))
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
     return {
@@ -62,7 +57,7 @@ def _prepare(tmp_path_factory) -> dict:
                    "mediapipe": [mediapipe / "blaze_face_short_range.tflite",
                                  mediapipe / "face_landmarker.task"]},
         "inputs": [fixture_path("portrait_astronaut.png"),
-                   fixture_path("speech_arctic_a0007.wav")],
+                   write_short_wav(root / "speech_2s.wav", FRAMES / FPS)],
     }
 
 
@@ -75,14 +70,16 @@ def _workflow(style_ckpt: str) -> dict:
                      .read_text(encoding="utf-8"))
     api["11"]["inputs"]["ckpt_name"] = style_ckpt
     api["13"]["inputs"]["ckpt_name"] = "tiny_sd15.safetensors"
-    api["12"]["inputs"].update(lora_name="tiny_kohya_lora.safetensors",
+    api["2"]["inputs"]["audio"] = "speech_2s.wav"
+    api["12"]["inputs"].update(lora_name=LORA_FILE,
                                strength_model=LORA_STRENGTH)
     api["3"]["inputs"].update(checkpoint="emo_sd15_widths.safetensors", wav2vec2="wav2vec2",
                               style_strength=1.0, style_strength_backbone=1.0,
                               style_strength_reference=REFERENCE_FACTOR)
     api["4"]["inputs"]["size"] = 64
-    api["5"]["inputs"]["fps"] = 3.0  # 4 s of speech -> 12 frames = one clip: keeps CPU time low
-    api["8"]["inputs"].update(steps=1)
+    api["5"]["inputs"]["fps"] = FPS
+    api["9"]["inputs"]["fps"] = FPS
+    api["8"]["inputs"].update(steps=1, frames_per_clip=FRAMES)
     return api
 
 
@@ -90,7 +87,26 @@ def test_wrong_architecture_is_an_execution_error_and_the_server_keeps_working(c
     entry = comfy_server.wait_history(comfy_server.post_prompt(_workflow("tiny_sd2.safetensors")),
                                       timeout=600)
     message = execution_error(entry) or ""
-    assert "SD20" in message and "Stable Diffusion 1.5" in message, entry["status"]
+    assert message.startswith("EMOLoadModels: style_model: a SD20 model was connected")
+    assert "Stable Diffusion 1.5" in message and "Load Checkpoint" in message, entry["status"]
+    assert output_files(entry) == []
+    assert comfy_server.process.poll() is None  # the next test runs a prompt on this server
+
+
+def lora_file_deltas(path: Path) -> list[torch.Tensor]:
+    """Every UNet delta of a kohya LoRA file at weight 1: ``alpha / rank * up @ down``, computed
+    from the stored tensors alone (text-encoder layers skipped: EMO has no text branch)."""
+    state = load_file(str(path))
+    deltas = []
+    for key in sorted(k for k in state if k.endswith(".lora_down.weight")):
+        module = key.removesuffix(".lora_down.weight")
+        if not module.startswith("lora_unet_"):
+            continue
+        down, up = state[key].double(), state[f"{module}.lora_up.weight"].double()
+        rank = down.shape[0]
+        alpha = float(state[f"{module}.alpha"]) if f"{module}.alpha" in state else rank
+        deltas.append(alpha / rank * (up.flatten(1) @ down.flatten(1)))
+    return deltas
 
 
 def test_lora_workflow_completes_and_reports_exactly_the_lora_delta(comfy_server):
@@ -102,11 +118,11 @@ def test_lora_workflow_completes_and_reports_exactly_the_lora_delta(comfy_server
                        r"max \|delta\| ([\d.e+-]+), L2 ([\d.e+-]+)", log)
     assert found, comfy_server.log_tail()
     report = {name: (float(s), int(n), float(m), float(l2)) for name, s, n, m, l2 in found}
-    # make_lora is seeded: the same call that wrote the file gives its deltas, computed
-    # directly from the up/down/alpha tensors (not through any code under test)
-    expected = make_lora(comfy_sd15_config())[1]
-    l2 = float(torch.sqrt(sum(d.double().square().sum() for d in expected.values())))
-    peak = max(float(d.abs().max()) for d in expected.values())
+    # The deltas come from the file ComfyUI loaded (not through any code under test); the
+    # reshape to conv kernels changes neither the L2 norm nor the largest value.
+    expected = lora_file_deltas(comfy_server.base_dir / "models" / "loras" / LORA_FILE)
+    l2 = float(torch.sqrt(sum(d.square().sum() for d in expected)))
+    peak = max(float(d.abs().max()) for d in expected)
     for name, factor in (("backbone", 1.0), ("reference_net", REFERENCE_FACTOR)):
         strength, changed, max_abs, total = report[name]
         assert strength == pytest.approx(factor)
@@ -114,3 +130,7 @@ def test_lora_workflow_completes_and_reports_exactly_the_lora_delta(comfy_server
         # logged with 9 significant digits; fp32 (w + d) - w rounding is ~1e-7 relative
         assert total == pytest.approx(LORA_STRENGTH * factor * l2, rel=1e-5)
         assert max_abs == pytest.approx(LORA_STRENGTH * factor * peak, rel=1e-5)
+    (record,) = output_files(entry)
+    frames = video_frames(comfy_server.base_dir / "output" / record["subfolder"] /
+                          record["filename"])
+    assert frames.shape == (FRAMES, 64, 64, 3)
