@@ -74,3 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except EMOCancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)
         return EXIT_CANCELLED
+    except ModuleNotFoundError as error:
+        # Optional dependencies (training: accelerate, tensorboard) are imported by the command.
+        print(f"error: `{args.command}` needs the Python package {error.name!r}, which is not "
+              f"installed; install it (training tools: pip install accelerate tensorboard)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
