@@ -102,6 +102,33 @@ def require_comfyui() -> Path:
     return path
 
 
+IN_PROCESS_PACK = "emo_pack_in_process"
+
+
+def import_pack_in_process(*submodules: str) -> dict[str, Any]:
+    """Import ``nodes.<submodule>`` of this pack inside an in-process ComfyUI (CPU only).
+
+    ComfyUI's top-level ``nodes.py`` shadows the pack's ``nodes`` folder, so the pack is imported
+    as a package under another name, the way ComfyUI itself imports custom nodes.
+    """
+    import importlib
+    import importlib.util
+
+    root = str(require_comfyui())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from comfy.cli_args import args
+
+    args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+    if IN_PROCESS_PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            IN_PROCESS_PACK, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules[IN_PROCESS_PACK] = pack
+        spec.loader.exec_module(pack)
+    return {m: importlib.import_module(f"{IN_PROCESS_PACK}.nodes.{m}") for m in submodules}
+
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (ComfyUI binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -14,10 +14,7 @@ ComfyUI builds every SD1.x VAE with the full SD1.5 widths (``ch`` 128 is hard-co
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
 import wave
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from emo_core.errors import EMOInputError
-from tests.comfyui_harness import comfy_server_fixture, output_files, require_comfyui
+from tests.comfyui_harness import comfy_server_fixture, import_pack_in_process, output_files
 from tests.conftest import fixture_path
 from tests.test_face_head_pose import FACE_CENTER, SPEED_TOLERANCE
 
@@ -125,25 +122,12 @@ def video_frames(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def comfy(demo_weights, tmp_path_factory):
     """The pack's node modules imported inside a real ComfyUI (CPU), plus ComfyUI modules."""
-    root = str(require_comfyui())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from comfy.cli_args import args
-
-    args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+    node = import_pack_in_process("node_speed", "node_frames_to_video", "node_load_models",
+                                  "node_encode_reference", "node_audio_features", "node_sampler",
+                                  "convert")
     import comfy.sd
     import folder_paths
 
-    name = "emo_pack_paths"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules[name] = pack
-        spec.loader.exec_module(pack)
-    node = {m: importlib.import_module(f"{name}.nodes.{m}") for m in (
-        "node_speed", "node_frames_to_video", "node_load_models", "node_encode_reference",
-        "node_audio_features", "node_sampler", "convert")}
     folder_paths.add_model_folder_path("emo", str(demo_weights))
     folder_paths.add_model_folder_path("wav2vec2", str(demo_weights))
     vae_path = write_core_vae(tmp_path_factory.mktemp("core_vae") / VAE_FILE)

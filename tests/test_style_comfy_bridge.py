@@ -10,8 +10,6 @@ numbers (every level 320 wide, one layer per block: 74 M parameters) - the stand
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from safetensors.torch import save_file
 from emo_core.errors import EMOInputError
 from emo_core.models.presets import emo_component_configs, unet_config, vae_config
 from emo_core.style import apply_style_delta
-from tests.comfyui_harness import require_comfyui
+from tests.comfyui_harness import import_pack_in_process
 from tests.test_style_deltas import LORA_LAYERS, make_lora, random_unet, write_sd15_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,19 +56,10 @@ def import_comfy():
     The pack's ``nodes`` package is shadowed by ComfyUI's ``nodes.py``, so the bridge is loaded
     from its file under another name.
     """
-    root = require_comfyui()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from comfy.cli_args import args
-
-    args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+    bridge = import_pack_in_process("style_bridge")["style_bridge"]
     import comfy.sd
     import comfy.utils
 
-    spec = importlib.util.spec_from_file_location("emo_style_bridge",
-                                                  REPO / "nodes" / "style_bridge.py")
-    bridge = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bridge)
     return comfy, bridge
 
 
