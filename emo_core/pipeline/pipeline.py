@@ -183,7 +183,7 @@ class EMOPipeline:
                 f"face mask must be (H, W) or (frames, H, W) with H = W = {settings.size}, "
                 f"got {tuple(face_mask.shape)}"
             )
-        if face_mask.ndim == 3 and face_mask.shape[0] not in (total_frames,):
+        if face_mask.ndim == 3 and face_mask.shape[0] != total_frames:
             raise EMOInputError(
                 f"per-frame face mask has {face_mask.shape[0]} frames, expected {total_frames}"
             )

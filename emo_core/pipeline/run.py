@@ -129,7 +129,8 @@ def _speed_from_video(request: GenerateRequest, num_frames: int, fps: float) -> 
     from ..face.head_pose import head_rotation_speeds
     from ..video_io import read_video_frames
 
-    frames = read_video_frames(request.speed_video, fps=fps)
+    # 512 px is plenty for the landmarker and keeps a long HD driving video small in memory.
+    frames = read_video_frames(request.speed_video, fps=fps, max_side=512)
     speeds = torch.as_tensor(head_rotation_speeds(frames, request.mediapipe, smooth=2),
                              dtype=torch.float32)
     index = torch.linspace(0, speeds.shape[0] - 1, num_frames).round().long()
