@@ -149,6 +149,16 @@ def speed_windows(speeds, window: int = 2):
     return np.asarray(speeds)[index]
 
 
+def stretch_speeds(curve, num_frames: int) -> np.ndarray:
+    """A measured ``(M,)`` speed curve (e.g. from a driving video) stretched or squeezed over
+    ``num_frames`` by nearest index -> ``(num_frames,)`` float32; an empty curve gives zeros."""
+    curve = np.asarray(curve, dtype=np.float32).reshape(-1)
+    num_frames = _check_frames(num_frames)
+    if curve.size == 0:
+        return np.zeros(num_frames, dtype=np.float32)
+    return curve[np.rint(np.linspace(0, curve.size - 1, num_frames)).astype(np.int64)]
+
+
 def speed_to_buckets(speeds, centers, radii):
     """(...,) deg/frame -> (..., d) bucket encoding ``tanh(3 (w - c_d) / r_d)`` (torch)."""
     import torch

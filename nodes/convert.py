@@ -51,6 +51,13 @@ def image_to_uint8(images: torch.Tensor) -> np.ndarray:
     return np.rint(values * 255.0).astype(np.uint8)
 
 
+def core_vae_frames(vae, samples: torch.Tensor, batch: int):
+    """Core VAE decode in chunks: ``samples (F, 4, h, w)`` in VAE space (ComfyUI's LATENT
+    convention) -> yields ``(j, 8h, 8w, 3)`` uint8, ``batch`` frames at a time."""
+    for start in range(0, samples.shape[0], batch):
+        yield image_to_uint8(vae.decode(samples[start:start + batch]))
+
+
 def audio_waveform(audio, name: str = "audio") -> tuple[torch.Tensor, int]:
     """AUDIO dict -> (waveform ``(C, T)`` float32 CPU, sample_rate); first item of a batch."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:

@@ -14,7 +14,7 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import InputImpl, io, ui
-from .convert import audio_waveform, image_to_uint8, latent_frames
+from .convert import audio_waveform, core_vae_frames, image_to_uint8, latent_frames
 from .runtime import modules_on_device
 from .types import EMOModelsBundle, EMOModelsType
 
@@ -42,8 +42,7 @@ def _image_chunks(images: torch.Tensor, batch: int) -> Iterator[np.ndarray]:
 def _latent_chunks(samples: torch.Tensor, batch: int, vae, bundle) -> Iterator[np.ndarray]:
     """``samples: (F, 4, h, w)`` VAE space -> ``(j, 8h, 8w, 3)`` uint8, ``batch`` at a time."""
     if vae is not None:  # ComfyUI VAE: takes VAE-space latents, returns IMAGE 0..1
-        for start in range(0, samples.shape[0], batch):
-            yield image_to_uint8(vae.decode(samples[start:start + batch]))
+        yield from core_vae_frames(vae, samples, batch)
         return
     from emo_core.pipeline.reference import decode_latents
 

@@ -11,7 +11,7 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import ExecutionBlocker, io
-from .convert import mask_to_array, uint8_to_image
+from .convert import core_vae_frames, mask_to_array, uint8_to_image
 from .runtime import modules_on_device
 from .types import (
     EMOAudio,
@@ -49,10 +49,8 @@ def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:
 def _decode(bundle: EMOModelsBundle, pipeline, latents: torch.Tensor, batch: int):
     """``latents: (k, 4, h, w)`` scaled -> yields ``(j, S, S, 3)`` uint8 frames."""
     if bundle.core_vae is not None:
-        for start in range(0, latents.shape[0], batch):
-            chunk = latents[start:start + batch].float().cpu() / bundle.latent_scale
-            images = bundle.core_vae.decode(chunk)
-            yield (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        yield from core_vae_frames(bundle.core_vae, latents.float().cpu() / bundle.latent_scale,
+                                   batch)
     else:
         yield from pipeline.decode_latents(latents, batch)
 

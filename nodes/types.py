@@ -98,13 +98,5 @@ class EMOSpeed:
         elif self.mode == "keyframes":
             curve = np.asarray(emo_speed.keyframed_speed(self.keyframes, num_frames, fps))
         else:
-            curve = _stretch(np.asarray(self.measured, dtype=np.float32), num_frames)
+            curve = emo_speed.stretch_speeds(self.measured, num_frames)
         return curve.astype(np.float32).reshape(num_frames)
-
-
-def _stretch(curve: np.ndarray, num_frames: int) -> np.ndarray:
-    """Nearest-index stretch of a measured curve over ``num_frames`` (as the CLI does)."""
-    if curve.size == 0:
-        return np.zeros(num_frames, dtype=np.float32)
-    index = np.rint(np.linspace(0, curve.size - 1, num_frames)).astype(np.int64)
-    return curve[index]

@@ -104,3 +104,12 @@ def test_buckets_match_formula():
         assert value == pytest.approx(expected, abs=1e-6)  # float32
     # Sanity of the encoding itself: at a centre the bucket is 0, far above it saturates at 1.
     assert speed_to_buckets(np.array([2.0, 100.0]), centers, radii)[:, 1].tolist() == [0.0, 1.0]
+
+
+def test_stretch_speeds_nearest_index_and_empty():
+    from emo_core.speed import stretch_speeds
+
+    # linspace(0, 2, 5) = 0, .5, 1, 1.5, 2 -> rint (half to even) -> 0, 0, 1, 2, 2
+    assert stretch_speeds([1.0, 2.0, 3.0], 5).tolist() == [1.0, 1.0, 2.0, 3.0, 3.0]
+    assert stretch_speeds([4.0, 5.0, 6.0, 7.0], 2).tolist() == [4.0, 7.0]
+    assert stretch_speeds([], 3).tolist() == [0.0, 0.0, 0.0]

@@ -101,7 +101,8 @@ SILENCE_PEAK = 10 ** (-80 / 20)  # -80 dBFS: below any real recording's noise fl
 def check_not_silent(waveform, source, allow_silence: bool = False) -> None:
     """Refuse a completely silent clip: EMO animates speech or song, and silence almost always
     means a wrong file or a muted track. ``allow_silence`` generates anyway (a near-still face)."""
-    peak = float(torch.as_tensor(waveform).abs().max()) if torch.as_tensor(waveform).numel() else 0.0
+    wave = torch.as_tensor(waveform)
+    peak = float(wave.abs().max()) if wave.numel() else 0.0
     if peak < SILENCE_PEAK and not allow_silence:
         raise EMOInputError(
             f"audio {source} is silent (peak {peak:.2e}, below -80 dBFS); EMO needs speech or "
@@ -131,10 +132,10 @@ def _speed_from_video(request: GenerateRequest, num_frames: int, fps: float) -> 
 
     # 512 px is plenty for the landmarker and keeps a long HD driving video small in memory.
     frames = read_video_frames(request.speed_video, fps=fps, max_side=512)
-    speeds = torch.as_tensor(head_rotation_speeds(frames, request.mediapipe, smooth=2),
-                             dtype=torch.float32)
-    index = torch.linspace(0, speeds.shape[0] - 1, num_frames).round().long()
-    return speeds[index]
+    from ..speed import stretch_speeds
+
+    speeds = head_rotation_speeds(frames, request.mediapipe, smooth=2)
+    return torch.from_numpy(stretch_speeds(speeds, num_frames))
 
 
 def _check_output(out: Path) -> None:
