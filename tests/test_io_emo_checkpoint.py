@@ -48,7 +48,7 @@ def test_round_trip_gives_identical_tensors_and_outputs(models, saved):
     assert metadata["emo_format"] == "1"
     assert set(json.loads(metadata["emo_config"])) == {
         "reference_net", "backbone", "face_locator", "audio_projection", "speed_encoder",
-        "context", "vae"}
+        "context", "sampling", "vae"}
     loaded = load_emo_checkpoint(saved)
     assert not loaded.training
     expected, got = models.state_dict(), loaded.state_dict()
@@ -107,6 +107,25 @@ def test_wrong_config_lists_mismatches_and_reads_no_tensors(saved, tmp_path, no_
         del config["backbone"]
     with pytest.raises(CheckpointError, match="does not describe a valid EMO model"):
         load_emo_checkpoint(_rewrite(saved, tmp_path, broken))
+
+
+def test_prediction_type_travels_and_older_files_read_as_epsilon(models, tmp_path):
+    models.prediction_type = "v_prediction"
+    try:
+        path = save_emo_checkpoint(models, tmp_path / "v.safetensors")
+    finally:
+        models.prediction_type = "epsilon"
+    assert load_emo_checkpoint(path).prediction_type == "v_prediction"
+
+    def written_before_the_field(config):
+        del config["sampling"]
+    assert load_emo_checkpoint(_rewrite(path, tmp_path, written_before_the_field)
+                               ).prediction_type == "epsilon"
+
+    def unknown(config):
+        config["sampling"]["prediction_type"] = "x0"
+    with pytest.raises(CheckpointError, match="prediction_type must be one of"):
+        load_emo_checkpoint(_rewrite(path, tmp_path, unknown))
 
 
 @pytest.mark.parametrize("metadata, match", [

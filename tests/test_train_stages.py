@@ -80,6 +80,10 @@ def test_v_prediction_target_trains_too(shards, tmp_path):
     losses = [trainer.train_step(batch, torch.Generator().manual_seed(2)) for _ in range(5)]
     # Same fixed-batch argument as above; stage 1 falls fast, 0.9 is a loose bar.
     assert losses[-1] < 0.9 * losses[0], losses
+    # The checkpoint says what it predicts, so the sampler reads its output the right way.
+    from emo_core.io.emo_checkpoint import load_emo_checkpoint
+
+    assert load_emo_checkpoint(trainer.save() / "emo.safetensors").prediction_type == "v_prediction"
 
 
 def test_resume_gives_the_same_next_step_loss(shards, tmp_path):

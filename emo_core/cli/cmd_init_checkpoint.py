@@ -88,20 +88,9 @@ def build_initial_models(unet, vae, motion, preset: str, seed: int):
     configs = emo_component_configs(preset)
     with torch.random.fork_rng(devices=[]):  # the new branches' random parts, reproducibly
         torch.manual_seed(seed)
-        reference_net = type_of("reference_net").from_unet2d(unet)
-        extra = {k: v for k, v in configs["backbone"].items() if k != "unet"}
-        backbone = type_of("backbone").from_unet2d(unet, **extra)
-        parts = {name: type_of(name).from_config(configs[name])
-                 for name in ("face_locator", "audio_projection", "speed_encoder")}
-    apply_motion_module(backbone, motion)
-    return EMOModels(reference_net, backbone, vae=vae,
-                     context_tokens=configs["context"]["tokens"], **parts)
-
-
-def type_of(component: str):
-    from ..models.emo_models import COMPONENTS
-
-    return COMPONENTS[component]
+        models = EMOModels.from_unet2d(unet, configs, vae=vae)
+    apply_motion_module(models.backbone, motion)
+    return models
 
 
 def run(args) -> int:

@@ -9,6 +9,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import nn
 
+from ..pipeline.settings import PREDICTION_TYPES
 from .audio_projection import AudioProjection
 from .backbone import EMOBackbone
 from .face_locator import FaceLocator
@@ -35,7 +36,8 @@ class EMOModels(nn.Module):
     """Container: ``reference_net, backbone, face_locator, audio_projection, speed_encoder, vae``.
 
     ``context: (1, L, D)`` is a parameter used as the UNets' cross-attention input (EMO has no
-    text); it starts at zero and can be trained.
+    text); it starts at zero and can be trained. ``prediction_type`` ("epsilon" | "v_prediction")
+    is what the Backbone predicts; it travels in the checkpoint so samplers need not be told.
     """
 
     def __init__(self, reference_net: ReferenceNet, backbone: EMOBackbone, face_locator: FaceLocator,
@@ -51,6 +53,7 @@ class EMOModels(nn.Module):
         self._check_wiring(context_tokens)
         dim = backbone.unet.config.cross_attention_dim
         self.context = nn.Parameter(torch.zeros(1, context_tokens, dim))
+        self.prediction_type = "epsilon"
 
     def _check_wiring(self, context_tokens: int) -> None:
         """Component configs must agree where one's output is another's input."""
@@ -73,9 +76,11 @@ class EMOModels(nn.Module):
             raise ValueError(f"context tokens must be >= 1, got {context_tokens}")
 
     def component_configs(self) -> dict[str, dict]:
-        """``{component: constructor kwargs}`` + ``context``; ``vae`` only when present."""
+        """``{component: constructor kwargs}`` + ``context`` + ``sampling``; ``vae`` only when
+        present."""
         configs = {name: _plain_config(getattr(self, name)) for name in COMPONENTS}
         configs["context"] = {"tokens": int(self.context.shape[1]), "dim": int(self.context.shape[2])}
+        configs["sampling"] = {"prediction_type": self.prediction_type}
         if self.vae is not None:
             configs["vae"] = _plain_config(self.vae)
         return configs
@@ -92,4 +97,30 @@ class EMOModels(nn.Module):
         dim = parts["backbone"].unet.config.cross_attention_dim
         if context.get("dim", dim) != dim:
             raise ValueError(f"context dim {context['dim']} != cross_attention_dim {dim}")
-        return cls(**parts, vae=vae, context_tokens=int(context.get("tokens", 1)))
+        models = cls(**parts, vae=vae, context_tokens=int(context.get("tokens", 1)))
+        return models._set_sampling(configs)
+
+    @classmethod
+    def from_unet2d(cls, unet, configs: dict[str, dict], vae: AutoencoderKL | None = None
+                    ) -> EMOModels:
+        """ReferenceNet and Backbone both copied from ONE ``UNet2DConditionModel``; the other
+        parts random/zero from ``configs`` (``emo_component_configs()``; its ``unet`` entries
+        are ignored). Sharing matters for training from scratch too: reference keys then live in
+        the Backbone's query space from step 0 (see docs/TRAINING.md)."""
+        extra = {k: v for k, v in configs["backbone"].items() if k != "unet"}
+        reference_net = ReferenceNet.from_unet2d(unet)
+        backbone = EMOBackbone.from_unet2d(unet, **extra)
+        parts = {name: COMPONENTS[name].from_config(configs[name])
+                 for name in ("face_locator", "audio_projection", "speed_encoder")}
+        models = cls(reference_net, backbone, vae=vae,
+                     context_tokens=int(configs["context"]["tokens"]), **parts)
+        return models._set_sampling(configs)
+
+    def _set_sampling(self, configs: dict) -> EMOModels:
+        # Checkpoints written before the field existed were all epsilon models.
+        prediction_type = configs.get("sampling", {}).get("prediction_type", "epsilon")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"sampling.prediction_type must be one of {PREDICTION_TYPES}, "
+                             f"got {prediction_type!r}")
+        self.prediction_type = prediction_type
+        return self

@@ -151,6 +151,8 @@ def emo_component_configs(preset: str = "sd15") -> dict[str, dict]:
             "num_tokens": 1,
         },
         "context": {"tokens": 1, "dim": unet["cross_attention_dim"]},
+        # What the Backbone predicts (SD1.5 weights: epsilon); the trainer records its target.
+        "sampling": {"prediction_type": "epsilon"},
     }
 
 

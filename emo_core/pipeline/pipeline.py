@@ -94,7 +94,8 @@ class EMOPipeline:
                  settings: GenerationSettings, generator: torch.Generator,
                  progress: ProgressFn | None, cancel: CancelFn | None, total_steps: int):
         """One clip: ``(1, f, 4, h, w)`` noise -> clean latents, ``steps`` Backbone forwards."""
-        scheduler = make_scheduler(settings.scheduler, settings.prediction_type)
+        scheduler = make_scheduler(settings.scheduler,
+                                   settings.prediction_type or self.models.prediction_type)
         scheduler.set_timesteps(settings.steps, device=self.device)
         side = settings.size // 8
         shape = (1, span.length, self.models.backbone.in_channels, side, side)

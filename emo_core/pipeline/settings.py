@@ -19,8 +19,10 @@ class GenerationSettings:
 
     ``guidance_mode="separate"``: ``eps = u + s_ref (r - u) + s_aud (ra - r)`` (3 batched branches);
     ``"joint"``: ``eps = u + s_ref (ra - u)`` (2 branches, ``guidance_audio`` unused).
-    ``prediction_type`` is what the checkpoint was trained for; ``"ddim-vpred-trailing"`` forces
-    v-prediction with zero terminal SNR and trailing spacing (Hallo/EchoMimic-style weights).
+    ``prediction_type`` overrides what the checkpoint says it was trained for (None: the
+    checkpoint's ``sampling.prediction_type``, epsilon for SD1.5-initialised weights);
+    scheduler ``"ddim-vpred-trailing"`` forces v-prediction with zero terminal SNR and trailing
+    spacing (Hallo/EchoMimic-style weights).
     """
 
     fps: float = 25.0
@@ -33,7 +35,7 @@ class GenerationSettings:
     motion_frames: int = 4
     first_clip_motion: str = "zeros"
     scheduler: str = "ddim"
-    prediction_type: str = "epsilon"
+    prediction_type: str | None = None
     decode_batch: int = 8
     size: int = 512
 
@@ -60,7 +62,7 @@ class GenerationSettings:
             ("scheduler", self.scheduler, SCHEDULERS),
             ("guidance_mode", self.guidance_mode, GUIDANCE_MODES),
             ("first_clip_motion", self.first_clip_motion, FIRST_CLIP_MOTION),
-            ("prediction_type", self.prediction_type, PREDICTION_TYPES),
+            ("prediction_type", self.prediction_type, (None, *PREDICTION_TYPES)),
         ):
             if value not in allowed:
                 raise EMOInputError(f"{name} must be one of {allowed}, got {value!r}")

@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 
 from ..errors import EMOInputError
+from ..pipeline.settings import PREDICTION_TYPES
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 

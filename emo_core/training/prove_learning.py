@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import Wav2Vec2Model
 
 from ..io.emo_checkpoint import load_emo_checkpoint, save_emo_checkpoint
 from ..models.emo_models import EMOModels
-from ..models.presets import emo_component_configs, vae_config, wav2vec2_config
+from ..models.presets import emo_component_configs, unet_config, vae_config, wav2vec2_config
 from .config import DropoutConfig, TrainConfig
 from .procedural.shards import write_procedural_shards
 from .procedural.vae import fit_vae, latent_scale
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 HELD_OUT_IDENTITY = 100_000
 HELD_OUT_AUDIO = 200_000
+# v-prediction: with epsilon, the loss at high noise (where only the reference can tell a face's
+# colours) scales with SNR ~ 0.005, so the tiny model learned to ignore the reference; a v target
+# is ~ -x0 there and rewards copying it (docs/TRAINING.md, "Proof of learning").
+PREDICTION_TYPE = "v_prediction"
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class ProofPlan:
     train_identities: int = 192
     clip_frames: int = 24
     vae_steps: int = 400
-    stage_steps: tuple[int, int, int] = (400, 800, 1000)
+    stage_steps: tuple[int, int, int] = (800, 800, 1000)
     stage_batch: tuple[int, int, int] = (8, 4, 4)
     learning_rate: float = 5e-4
     eval_steps: int = 20
@@ -58,12 +63,18 @@ class ProofPlan:
 
 
 def initial_models(plan: ProofPlan, seed: int) -> EMOModels:
-    """Tiny EMO (21 temporal / 16 audio sites kept) with ``plan.motion_frames`` zero maps."""
+    """Tiny EMO (21 temporal / 16 audio sites kept) with ``plan.motion_frames`` zero maps.
+
+    ReferenceNet and Backbone start as copies of ONE random UNet, as ``init-checkpoint`` copies
+    one SD1.5 UNet into both (two independent random UNets left the reference unused).
+    """
     configs = emo_component_configs("tiny")
     configs["backbone"]["motion_frames"] = plan.motion_frames
-    configs["vae"] = vae_config("tiny")
     torch.manual_seed(seed)
-    return EMOModels.from_configs(configs)
+    unet = UNet2DConditionModel.from_config(unet_config("tiny"))
+    models = EMOModels.from_unet2d(unet, configs, vae=AutoencoderKL.from_config(vae_config("tiny")))
+    models.prediction_type = PREDICTION_TYPE
+    return models
 
 
 def _stage_config(plan: ProofPlan, stage: int, data: Path, out: Path, init: Path) -> TrainConfig:
@@ -72,8 +83,8 @@ def _stage_config(plan: ProofPlan, stage: int, data: Path, out: Path, init: Path
         init_checkpoint=str(init), seed=plan.seed + stage, frames=plan.frames,
         motion_frames=plan.motion_frames, batch_size=plan.stage_batch[stage - 1],
         learning_rate=plan.learning_rate, max_steps=plan.stage_steps[stage - 1],
-        warmup_steps=20, snr_gamma=5.0, noise_offset=0.02, ema=False,
-        checkpoint_every=10**6, log_every=25,
+        warmup_steps=20, snr_gamma=5.0, prediction_type=PREDICTION_TYPE, noise_offset=0.02,
+        ema=False, checkpoint_every=10**6, log_every=25,
         dropout=DropoutConfig(reference=0.05, audio=0.1, both=0.05, motion=0.2),
     )
 
