@@ -103,7 +103,8 @@ class EMOSampler(io.ComfyNode):
                                tooltip="Motion frames for the first clip: zeros (paper) or the "
                                        "reference latent repeated (steadier start)."),
                 io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
-                               tooltip="ddim: the paper's sampler (epsilon weights). "
+                               tooltip="ddim: the paper's sampler (reads the model output "
+                                       "as the checkpoint says: epsilon or v-prediction). "
                                        "ddim-vpred-trailing: for Hallo/EchoMimic-style "
                                        "v-prediction weights. Others: fewer steps, same model."),
                 io.Boolean.Input("decode_images", default=False,
