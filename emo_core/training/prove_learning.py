@@ -65,8 +65,8 @@ class ProofPlan:
 def initial_models(plan: ProofPlan, seed: int) -> EMOModels:
     """Tiny EMO (21 temporal / 16 audio sites kept) with ``plan.motion_frames`` zero maps.
 
-    ReferenceNet and Backbone start as copies of ONE random UNet, as ``init-checkpoint`` copies
-    one SD1.5 UNet into both (two independent random UNets left the reference unused).
+    ReferenceNet and Backbone start as copies of ONE random UNet, the same kind of start that
+    ``init-checkpoint`` gives real weights (one SD1.5 UNet copied into both).
     """
     configs = emo_component_configs("tiny")
     configs["backbone"]["motion_frames"] = plan.motion_frames
