@@ -47,7 +47,7 @@ def run(args) -> int:
         )
     if args.smoke:
         plan = dataclasses.replace(plan, eval_steps=2, eval_samples=1, eval_frames=16,
-                                   speeds=(0.0, 3.0), long_clips=2)
+                                   speeds=(0.0, 3.0), long_clips=2, long_samples=1)
     figures = prove_learning(args.out, plan, keep_work=args.keep_work)
     print(json.dumps(figures["results"], indent=1))
     return 0

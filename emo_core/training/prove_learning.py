@@ -59,6 +59,7 @@ class ProofPlan:
     eval_frames: int = 32
     speeds: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
     long_clips: int = 10
+    long_samples: int = 3
     seed: int = 0
 
 
@@ -172,9 +173,10 @@ def evaluate(plan: ProofPlan, checkpoint: Path, wav2vec, out: Path) -> dict:
     evaluator = Evaluator(pipeline, wav2vec, settings, plan.size)
     seeds = [(HELD_OUT_IDENTITY + i, HELD_OUT_AUDIO + i) for i in range(plan.eval_samples)]
     results = evaluator.lip_sync(seeds, plan.eval_frames)
-    results.update(evaluator.speed_control(seeds[:2], list(plan.speeds), 2 * plan.frames))
-    long_results, video, clip = evaluator.long_video(HELD_OUT_IDENTITY + 50, HELD_OUT_AUDIO + 50,
-                                                     plan.long_clips)
+    results.update(evaluator.speed_control(seeds, list(plan.speeds), plan.eval_frames))
+    long_seeds = [(HELD_OUT_IDENTITY + 50 + i, HELD_OUT_AUDIO + 50 + i)
+                  for i in range(plan.long_samples)]
+    long_results, video, clip = evaluator.long_video(long_seeds, plan.long_clips)
     results.update(long_results)
     waveform = torch.from_numpy(clip.waveform)[None]
     with Mp4Writer(out / "held_out_sample.mp4", plan.fps, plan.size, plan.size,

@@ -44,7 +44,7 @@ def fit_vae(vae, steps: int, size: int = 64, batch: int = 16, lr: float = 2e-3,
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(mse))
+        losses.append(mse.item())
         if step % 50 == 0 or step == steps - 1:
             logger.info("vae step %d/%d: mse %.4f (%.1f s)", step + 1, steps, mse,
                         time.time() - started)
