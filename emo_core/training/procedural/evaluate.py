@@ -11,10 +11,9 @@ import logging
 import numpy as np
 import torch
 
-from ...audio.features import extract_audio_features
-from ...pipeline.reference import encode_reference
-from .clips import SAMPLE_RATE, face_box, make_clip
+from .clips import SAMPLE_RATE, make_clip
 from .faces import measure_angle, measure_colours, measure_mouth, render_face
+from .talking_cartoon import generate_talking_cartoon
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +33,12 @@ class Evaluator:
         self.wav2vec = wav2vec
         self.settings = settings
         self.size = size
-        self.mask = torch.zeros(size, size)
 
     def generate(self, clip, speed, settings=None) -> np.ndarray:
         """``clip``'s audio + first frame as reference -> ``(F, S, S, 3)`` uint8 frames."""
-        settings = settings or self.settings
-        reference_image = render_face(clip.identity, 0.0, 0.0, self.size)
-        reference = encode_reference(self.pipeline.models, reference_image)
-        audio = extract_audio_features(self.wav2vec, torch.from_numpy(clip.waveform),
-                                       SAMPLE_RATE, settings.fps)
-        x, y, w, h = (int(round(v)) for v in face_box(clip.identity, self.size))
-        mask = self.mask.clone()
-        mask[max(y, 0):y + h, max(x, 0):x + w] = 1.0
-        latents = torch.cat(list(self.pipeline.generate_latents(
-            reference, audio, mask, torch.as_tensor(speed, dtype=torch.float32), settings)))
-        return np.concatenate(list(self.pipeline.decode_latents(latents, 16)))
+        return generate_talking_cartoon(self.pipeline, self.wav2vec, clip.identity,
+                                        torch.from_numpy(clip.waveform), SAMPLE_RATE, speed,
+                                        settings or self.settings, self.size)
 
     def lip_sync(self, seeds, frames: int) -> dict:
         """Correlation of measured mouth opening with the audio envelope, with and without audio."""
