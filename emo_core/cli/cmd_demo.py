@@ -97,6 +97,7 @@ def run_talking_cartoon(args) -> int:
     from ..pipeline.pipeline import EMOPipeline
     from ..pipeline.settings import GenerationSettings
     from ..pipeline.video import Mp4Writer
+    from ..training.procedural.evaluate import correlation
     from ..training.procedural.faces import measure_mouth, random_identity
     from ..training.procedural.talking_cartoon import generate_talking_cartoon, loudness_per_frame
     from ..training.prove_learning import HELD_OUT_IDENTITY, ProofPlan
@@ -126,9 +127,8 @@ def run_talking_cartoon(args) -> int:
     with Mp4Writer(args.out, args.fps, CARTOON_SIZE, CARTOON_SIZE,
                    audio=(waveform, rate)) as writer:
         writer.write(frames)
-    loudness = loudness_per_frame(waveform, rate, args.fps, len(frames))
-    mouth = measure_mouth(frames)
-    r = float(np.corrcoef(mouth, loudness)[0, 1]) if mouth.std() and loudness.std() else 0.0
+    r = correlation(measure_mouth(frames), loudness_per_frame(waveform, rate, args.fps,
+                                                              len(frames)))
     print(f"talking cartoon written to {Path(args.out).resolve()}: {len(frames)} frames; mouth "
           f"opening measured in the frames vs audio loudness: r = {r:.2f}")
     return 0

@@ -71,11 +71,10 @@ def initial_models(plan: ProofPlan, seed: int) -> EMOModels:
     """
     configs = emo_component_configs("tiny")
     configs["backbone"]["motion_frames"] = plan.motion_frames
+    configs["sampling"]["prediction_type"] = PREDICTION_TYPE
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config(unet_config("tiny"))
-    models = EMOModels.from_unet2d(unet, configs, vae=AutoencoderKL.from_config(vae_config("tiny")))
-    models.prediction_type = PREDICTION_TYPE
-    return models
+    return EMOModels.from_unet2d(unet, configs, vae=AutoencoderKL.from_config(vae_config("tiny")))
 
 
 def _stage_config(plan: ProofPlan, stage: int, data: Path, out: Path, init: Path) -> TrainConfig:

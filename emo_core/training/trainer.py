@@ -51,9 +51,8 @@ def build_models(config: TrainConfig):
         raise EMOInputError(f"frames + motion_frames = {config.frames + config.motion_frames} "
                             f"exceeds the model's {models.backbone.config.motion_max_frames}")
     if models.prediction_type != config.prediction_type:
-        logger.warning("the starting checkpoint predicts %s; this stage trains %s (saved "
-                       "checkpoints record %s)", models.prediction_type, config.prediction_type,
-                       config.prediction_type)
+        logger.warning("the starting checkpoint predicts %s; this stage trains (and its "
+                       "checkpoints record) %s", models.prediction_type, config.prediction_type)
     # Saved checkpoints carry what they were trained for, so samplers use the right target.
     models.prediction_type = config.prediction_type
     return models.float()

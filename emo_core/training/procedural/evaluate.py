@@ -18,7 +18,8 @@ from .talking_cartoon import generate_talking_cartoon
 logger = logging.getLogger(__name__)
 
 
-def _corr(a, b) -> float:
+def correlation(a, b) -> float:
+    """Pearson r of two series; 0 when either is constant (no movement to follow)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.std() < 1e-9 or b.std() < 1e-9:
         return 0.0
@@ -47,9 +48,9 @@ class Evaluator:
             clip = make_clip(identity_seed, audio_seed, frames, 0.0, self.size)
             video = self.generate(clip, 0.0)
             silent = self.generate(clip, 0.0, self.settings.replace(guidance_audio=0.0))
-            with_audio.append(_corr(measure_mouth(video), clip.opening))
-            without_audio.append(_corr(measure_mouth(silent), clip.opening))
-            gt.append(_corr(measure_mouth(clip.frames), clip.opening))
+            with_audio.append(correlation(measure_mouth(video), clip.opening))
+            without_audio.append(correlation(measure_mouth(silent), clip.opening))
+            gt.append(correlation(measure_mouth(clip.frames), clip.opening))
             ident.append(self._identity_errors(video, clip, identity_seed))
             logger.info("lip sync identity %d: r = %.3f (audio dropped %.3f)", identity_seed,
                         with_audio[-1], without_audio[-1])
@@ -68,10 +69,14 @@ class Evaluator:
         """Mean RGB error (0..255) of skin + hair colours vs the own reference and vs another
         held-out identity's reference."""
         measured = measure_colours(video).mean(axis=0)
-        own = measure_colours(render_face(clip.identity, 0.0, 0.0, self.size)[None])[0]
+        own = self._reference_colours(clip.identity)
         other_clip = make_clip(identity_seed + 7777, 0, 1, 0.0, self.size)
         other = measure_colours(other_clip.frames)[0]
         return float(np.abs(measured - own).mean()), float(np.abs(measured - other).mean())
+
+    def _reference_colours(self, identity) -> np.ndarray:
+        """Skin + hair colours of ``identity``'s upright reference render, ``(6,)``."""
+        return measure_colours(render_face(identity, 0.0, 0.0, self.size)[None])[0]
 
     def speed_control(self, seeds, speeds, frames: int) -> dict:
         """Measured head speed (mean |delta angle| per frame) against the requested speed."""
@@ -87,7 +92,7 @@ class Evaluator:
         slope = float(np.polyfit(speeds, measured, 1)[0])
         monotonic = bool(np.all(np.diff(measured) > 0))
         return {"speed_requested": [float(s) for s in speeds], "speed_measured": measured,
-                "speed_slope": slope, "speed_corr": _corr(speeds, measured),
+                "speed_slope": slope, "speed_corr": correlation(speeds, measured),
                 "speed_monotonic": monotonic}
 
     def long_video(self, seeds, clips: int) -> tuple[dict, np.ndarray, object]:
@@ -99,11 +104,11 @@ class Evaluator:
         for identity_seed, audio_seed in seeds:
             clip = make_clip(identity_seed, audio_seed, clips * frames_per_clip, 0.0, self.size)
             video = self.generate(clip, 0.0)
-            own = measure_colours(render_face(clip.identity, 0.0, 0.0, self.size)[None])[0]
+            own = self._reference_colours(clip.identity)
             curves.append([float(np.abs(measure_colours(video[k:k + frames_per_clip]).mean(0)
                                         - own).mean())
                            for k in range(0, clips * frames_per_clip, frames_per_clip)])
-            lip_sync.append(_corr(measure_mouth(video), clip.opening))
+            lip_sync.append(correlation(measure_mouth(video), clip.opening))
             first_sample = first_sample or (video, clip)
             logger.info("long video identity %d: error per clip %s", identity_seed,
                         " ".join(f"{e:.1f}" for e in curves[-1]))
