@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import EMOInputError, NoFaceError
 from ..image import to_rgb_uint8
+from ..onnx_session import open_session
 from .align import align_face
 from .onnx_graph import first_node_names
 from .scrfd import DET_SIZE, DET_THRESHOLD, Detection, detect_faces
@@ -36,18 +37,6 @@ _HINT = (
     "pack folder under models/insightface/models/); with Hallo's own layout pass "
     "pretrained_models/face_analysis/ or its models/ folder."
 )
-
-
-def import_onnxruntime():
-    """The onnxruntime module, or an EMOInputError saying how to install it."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise EMOInputError(
-            f"the face embedding needs the 'onnxruntime' package, which could not be imported "
-            f"({error}); install it with `pip install onnxruntime` (or onnxruntime-gpu)."
-        ) from error
-    return onnxruntime
 
 
 def _onnx_files(folder: Path) -> list[Path]:
@@ -105,21 +94,11 @@ class FaceEmbedder:
     """
 
     def __init__(self, model_dir, providers=None, det_size=DET_SIZE, det_threshold=DET_THRESHOLD):
-        ort = import_onnxruntime()
         self.folder = find_model_folder(model_dir)
         self.det_size, self.det_threshold = tuple(det_size), float(det_threshold)
-        if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in ort.get_available_providers()]
         self.detector = self.recognizer = None
         for path in _onnx_files(self.folder):
-            try:
-                session = ort.InferenceSession(str(path), providers=providers)
-            except Exception as error:  # onnxruntime raises its own exception types
-                raise EMOInputError(
-                    f"face analysis model {str(path)!r} could not be loaded by onnxruntime "
-                    f"({error}); download it again from {HF_SOURCE}."
-                ) from error
+            session = open_session(path, "face analysis model", HF_SOURCE, providers)
             task = _task(session)
             if task == "detection" and self.detector is None:
                 self.detector, self.detector_path = session, path
