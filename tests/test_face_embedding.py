@@ -88,9 +88,10 @@ def build_detector(path):
     return _save(graph, path)
 
 
-def build_recognizer(path, size=112, own_normalisation=False):
+def build_recognizer(path, size=112, own_normalisation=False, second_input=False):
     """GlobalAveragePool -> Flatten -> Gemm(REC_W, REC_B): (1, 3, size, size) -> (1, 512)."""
     nodes, inits, first = [], [], "input.1"
+    extra = [helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512])] if second_input else []
     if own_normalisation:  # MXNet-style: the graph starts with Sub / Mul nodes of those names
         inits += [_const("mean", np.array([127.5])), _const("scale", np.array([1 / 127.5]))]
         nodes += [helper.make_node("Sub", ["input.1", "mean"], ["x0"], name="_minus0"),
@@ -102,7 +103,7 @@ def build_recognizer(path, size=112, own_normalisation=False):
               helper.make_node("Gemm", ["f", "W", "B"], ["embedding"], name="fc")]
     graph = helper.make_graph(
         nodes, "arcface_tiny",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])] + extra,
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 512])], inits)
     return _save(graph, path)
 
@@ -184,9 +185,12 @@ def test_embedding_is_of_the_largest_face_raw_and_rgb(embedder):
     assert not np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-2)  # raw, not unit-normalised
 
 
-def test_no_face_raises(embedder):
+def test_no_face_raises_or_gives_hallos_zero_embedding(embedder):
+    grey = np.full((200, 300, 3), 128, np.uint8)
     with pytest.raises(NoFaceError, match="no face"):
-        embedder.embed(np.full((200, 300, 3), 128, np.uint8))
+        embedder.embed(grey)
+    zeros = embedder.embed(grey, zeros_if_no_face=True)
+    assert zeros.shape == (512,) and zeros.dtype == np.float32 and not zeros.any()
 
 
 def test_missing_models_name_the_folder_and_the_source(tmp_path):
@@ -204,10 +208,13 @@ def test_missing_models_name_the_folder_and_the_source(tmp_path):
 def test_comfyui_pack_layout_and_mxnet_normalisation(tmp_path):
     pack = tmp_path / "models" / "antelopev2"  # ComfyUI: models/insightface/models/antelopev2/
     pack.mkdir(parents=True)
+    # a face swapper's lone model in the root (two inputs, 128 px) is neither task: skipped
+    build_recognizer(tmp_path / "inswapper_128.onnx", size=128, second_input=True)
     build_detector(pack / "scrfd_10g_bnkps.onnx")
     build_recognizer(pack / "glintr100.onnx", own_normalisation=True)
     assert first_node_names(pack / "glintr100.onnx", 8) == ["_minus0", "_mul0", "pool", "flat", "fc"]
     embedder = FaceEmbedder(tmp_path)
+    assert embedder.folder == pack
     assert (embedder.input_mean, embedder.input_std) == (0.0, 1.0)
     crop = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
     # the graph normalises itself, so raw pixels in give the same numbers as the 127.5 model
@@ -259,3 +266,14 @@ def test_similarity_is_the_least_squares_fit():
         rows += [[x, -y, 1, 0], [y, x, 0, 1]]
     a, b, tx, ty = np.linalg.lstsq(np.array(rows), ARCFACE_TEMPLATE.ravel(), rcond=None)[0]
     np.testing.assert_allclose(matrix, [[a, -b, tx], [b, a, ty]], atol=1e-9)
+
+
+def test_template_for_128_px_recognizers():
+    """insightface's rule for 128-multiple inputs: template * size / 128, shifted 8 * size / 128 px."""
+    keypoints = ARCFACE_TEMPLATE * 2.0 + 30.0
+    image = np.zeros((300, 300, 3), np.uint8)
+    _, matrix = align_face(image, keypoints, size=128)
+    mapped = keypoints @ matrix[:, :2].T + matrix[:, 2]
+    np.testing.assert_allclose(mapped, ARCFACE_TEMPLATE + [8.0, 0.0], atol=1e-9)
+    with pytest.raises(EMOInputError, match="multiple of 112 or 128"):
+        align_face(image, keypoints, size=100)

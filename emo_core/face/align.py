@@ -119,8 +119,9 @@ def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def align_face(image: np.ndarray, keypoints, size: int = ARCFACE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Warp the face with five ``keypoints`` (5, 2) of ``image`` (H, W, 3) uint8 onto the template.
 
-    Returns ``(crop (size, size, 3) uint8, M (2, 3))``. Only 112 px is defined by the template (the
-    size every insightface recognition model uses); other sizes scale it.
+    Returns ``(crop (size, size, 3) uint8, M (2, 3))``. The template is defined at 112 px (the
+    size of insightface's recognition models); for multiples of 112 it is scaled, for multiples of
+    128 it is scaled by size / 128 and shifted right by 8 * size / 128 px (insightface's rule).
     """
     keypoints = np.asarray(keypoints, dtype=np.float64)
     if keypoints.shape != (5, 2) or not np.isfinite(keypoints).all():
@@ -128,5 +129,14 @@ def align_face(image: np.ndarray, keypoints, size: int = ARCFACE_SIZE) -> tuple[
             f"face keypoints: expected five finite (x, y) points, got shape {keypoints.shape}; "
             "pass the detector's keypoints (eyes, nose, mouth corners)."
         )
-    matrix = similarity_transform(keypoints, ARCFACE_TEMPLATE * (size / ARCFACE_SIZE))
+    if size % ARCFACE_SIZE == 0:
+        template = ARCFACE_TEMPLATE * (size / ARCFACE_SIZE)
+    elif size % 128 == 0:
+        template = ARCFACE_TEMPLATE * (size / 128) + np.array([8.0 * size / 128, 0.0])
+    else:
+        raise EMOInputError(
+            f"face recognition model input size {size} px is not a multiple of 112 or 128; use "
+            "an insightface recognition model such as glintr100.onnx (112 px)."
+        )
+    matrix = similarity_transform(keypoints, template)
     return warp_affine(image, matrix, (size, size)), matrix

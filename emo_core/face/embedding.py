@@ -43,11 +43,12 @@ def _onnx_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.onnx") if p.is_file())
 
 
-def find_model_folder(model_dir) -> Path:
-    """The folder holding the insightface ``*.onnx`` files for ``model_dir``.
+def model_folders(model_dir) -> list[Path]:
+    """Folders that may hold the insightface ``*.onnx`` files for ``model_dir``, in search order.
 
     Accepted: the folder itself, Hallo's ``face_analysis`` root (files in ``models/``), or ComfyUI's
-    ``models/insightface`` root (files in ``models/`` or the first pack folder ``models/<name>/``).
+    ``models/insightface`` root (files in ``models/`` or a pack folder ``models/<name>/``, sorted by
+    name). Only folders that contain ``.onnx`` files are returned.
     """
     if model_dir is None:
         raise EMOInputError(f"face analysis model folder not given. {_HINT}")
@@ -57,10 +58,22 @@ def find_model_folder(model_dir) -> Path:
     candidates = [root, root / "models"]
     if (root / "models").is_dir():
         candidates += sorted(p for p in (root / "models").iterdir() if p.is_dir())
-    for folder in candidates:
-        if _onnx_files(folder):
-            return folder
-    raise EMOInputError(f"face analysis model folder {str(root)!r} has no .onnx files. {_HINT}")
+    folders = [folder for folder in candidates if _onnx_files(folder)]
+    if not folders:
+        raise EMOInputError(f"face analysis model folder {str(root)!r} has no .onnx files. {_HINT}")
+    return folders
+
+
+def _classify(folder: Path, providers) -> dict:
+    """{"detection": (session, path), "recognition": (session, path)} for the first file (sorted by
+    name) of each task in ``folder``, as insightface's FaceAnalysis picks them."""
+    found: dict = {}
+    for path in _onnx_files(folder):
+        session = open_session(path, "face analysis model", HF_SOURCE, providers)
+        task = _task(session)
+        if task is not None and task not in found:
+            found[task] = (session, path)
+    return found
 
 
 def _task(session) -> str | None:
@@ -88,29 +101,28 @@ def _has_own_normalisation(path: Path) -> bool:
 
 
 class FaceEmbedder:
-    """Detector + recognizer sessions from an insightface model folder (see ``find_model_folder``).
+    """Detector + recognizer sessions from an insightface model folder (see ``model_folders``).
 
     ``embed(image)`` -> (512,) float32 raw identity embedding of the largest face.
     """
 
     def __init__(self, model_dir, providers=None, det_size=DET_SIZE, det_threshold=DET_THRESHOLD):
-        self.folder = find_model_folder(model_dir)
         self.det_size, self.det_threshold = tuple(det_size), float(det_threshold)
-        self.detector = self.recognizer = None
-        for path in _onnx_files(self.folder):
-            session = open_session(path, "face analysis model", HF_SOURCE, providers)
-            task = _task(session)
-            if task == "detection" and self.detector is None:
-                self.detector, self.detector_path = session, path
-            elif task == "recognition" and self.recognizer is None:
-                self.recognizer, self.recognizer_path = session, path
-        missing = [name for name, s in (("detector", self.detector),
-                                        ("recognizer", self.recognizer)) if s is None]
-        if missing:
+        folders = model_folders(model_dir)
+        for folder in folders:  # e.g. ComfyUI: a lone inswapper_128.onnx beside models/antelopev2/
+            found = _classify(folder, providers)
+            if len(found) == 2:
+                break
+        else:
+            missing = [task for task in ("detection", "recognition") if task not in found]
+            names = {"detection": "detector", "recognition": "recognizer"}
             raise EMOInputError(
-                f"face analysis model folder {str(self.folder)!r} has no {' and no '.join(missing)} "
-                f"ONNX model. {_HINT}"
+                f"face analysis model folder {str(folders[-1])!r} has no "
+                f"{' and no '.join(names[m] for m in missing)} ONNX model. {_HINT}"
             )
+        self.folder = folder
+        self.detector, self.detector_path = found["detection"]
+        self.recognizer, self.recognizer_path = found["recognition"]
         own = _has_own_normalisation(self.recognizer_path)
         self.input_mean, self.input_std = (0.0, 1.0) if own else (127.5, 127.5)
         logger.info("face embedding: detector %s, recognizer %s",
@@ -139,10 +151,20 @@ class FaceEmbedder:
         output = session.run(None, {session.get_inputs()[0].name: blob})[0]
         return np.asarray(output, dtype=np.float32).reshape(-1)
 
-    def embed(self, image) -> np.ndarray:
-        """(H, W, 3) uint8 RGB image -> (512,) float32 embedding of its largest face (raw)."""
+    def embed(self, image, zeros_if_no_face: bool = False) -> np.ndarray:
+        """(H, W, 3) uint8 RGB image -> (512,) float32 embedding of its largest face (raw).
+
+        No face: NoFaceError, or with ``zeros_if_no_face`` a zero vector and a warning (Hallo's
+        fallback).
+        """
         rgb = to_rgb_uint8(image, "reference image")
-        face = self.largest_face(rgb)
+        try:
+            face = self.largest_face(rgb)
+        except NoFaceError:
+            if not zeros_if_no_face:
+                raise
+            logger.warning("face embedding: no face found; using a zero embedding as Hallo does")
+            return np.zeros(EMBEDDING_DIM, dtype=np.float32)
         size = self.recognizer.get_inputs()[0].shape[2]
         crop, _ = align_face(rgb, face.keypoints, size)
         return self.embed_aligned(crop)
