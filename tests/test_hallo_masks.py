@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_core.errors import NoFaceError
+from emo_core.errors import EMOInputError, NoFaceError
 from emo_core.face.detect import find_face
 from emo_core.face.hallo_masks import (
     LIP_IDS,
@@ -115,6 +115,14 @@ def test_full_face_lip_sum_to_one(masks):
     # the masks are soft (blurred), not binary
     face = _image(face0)
     assert ((face > 0.05) & (face < 0.95)).sum() > 20
+
+
+def test_hallos_own_landmarker_file_is_accepted(tmp_path, portrait, masks):
+    """Hallo keeps the same model as face_analysis/models/face_landmarker_v2_with_blendshapes.task."""
+    (tmp_path / "face_landmarker_v2_with_blendshapes.task").write_bytes(MEDIAPIPE.read_bytes())
+    np.testing.assert_array_equal(face_landmarks(portrait, tmp_path), face_landmarks(portrait, FIXTURES))
+    with pytest.raises(EMOInputError, match="face_landmarker.task"):
+        face_landmarks(portrait, tmp_path / "empty")
 
 
 def test_no_face_raises():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ DEFAULT_FACE_EXPAND_RATIO = 1.2
 LIP_EXPAND_RATIO = 2.0
 BLUR_SIZE = 64  # side of the blurred masks, independent of the video size
 FACE_BLUR_KERNEL, LIP_BLUR_KERNEL = 51, 31
+HALLO_LANDMARKER = "face_landmarker_v2_with_blendshapes.task"
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,23 @@ class HalloMasks:
     lip_box: tuple
 
 
+def _landmarker_model(mediapipe_dir) -> bytes:
+    """Model bytes: ``face_landmarker.task`` in ``mediapipe_dir``, or Hallo's copy of the same model
+    (``face_landmarker_v2_with_blendshapes.task`` in ``face_analysis/models``), or a .task file."""
+    path = Path(mediapipe_dir) if mediapipe_dir is not None else None
+    if path is not None and path.is_file() and path.suffix == ".task":
+        return path.read_bytes()
+    if path is not None and not (path / "face_landmarker.task").is_file() \
+            and (path / HALLO_LANDMARKER).is_file():
+        return (path / HALLO_LANDMARKER).read_bytes()
+    return load_model_buffer(mediapipe_dir, "landmarker")
+
+
 def face_landmarks(image: np.ndarray, mediapipe_dir) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (478, 2) float64 landmark pixels (x * W, y * H) of the one face."""
     mediapipe, vision, base_options = import_mediapipe()
     options = vision.FaceLandmarkerOptions(
-        base_options=base_options(model_asset_buffer=load_model_buffer(mediapipe_dir, "landmarker")),
+        base_options=base_options(model_asset_buffer=_landmarker_model(mediapipe_dir)),
         running_mode=vision.RunningMode.IMAGE,
         num_faces=1,
     )
@@ -159,8 +173,10 @@ def hallo_region_masks(image, mediapipe_dir, latent_size: int, levels: int = 4,
                        face_expand_ratio: float = DEFAULT_FACE_EXPAND_RATIO) -> HalloMasks:
     """Hallo's face region and full / face / lip masks for the reference ``image`` (see module doc).
 
-    latent_size: the square latent side (video side / 8; Hallo's 512 px -> 64); levels: how many
-    UNet resolutions (latent / 2^i) get masks.
+    mediapipe_dir: a folder with ``face_landmarker.task`` (or Hallo's ``face_analysis/models``
+    with ``face_landmarker_v2_with_blendshapes.task``), or the .task file. latent_size: the square
+    latent side (video side / 8; Hallo's 512 px -> 64); levels: how many UNet resolutions
+    (latent / 2^i) get masks.
     """
     rgb = to_rgb_uint8(image, "reference image")
     if latent_size < 2**(levels - 1) or levels < 1:
