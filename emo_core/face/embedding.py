@@ -145,7 +145,8 @@ class FaceEmbedder:
 
     def embed_aligned(self, crop: np.ndarray) -> np.ndarray:
         """(S, S, 3) uint8 RGB aligned crop -> (512,) float32 raw recognizer output."""
-        blob = (crop.astype(np.float32) - self.input_mean) / self.input_std
+        # OpenCV's blobFromImage order: subtract the mean, then multiply by 1 / std (float32)
+        blob = (crop.astype(np.float32) - self.input_mean) * np.float32(1.0 / self.input_std)
         blob = blob.transpose(2, 0, 1)[None].copy()
         session = self.recognizer
         output = session.run(None, {session.get_inputs()[0].name: blob})[0]
@@ -153,6 +154,7 @@ class FaceEmbedder:
 
     def embed(self, image, zeros_if_no_face: bool = False) -> np.ndarray:
         """(H, W, 3) uint8 RGB image -> (512,) float32 embedding of its largest face (raw).
+        Pass the reference at its original resolution: Hallo runs insightface on the file as loaded.
 
         No face: NoFaceError, or with ``zeros_if_no_face`` a zero vector and a warning (Hallo's
         fallback).

@@ -173,7 +173,8 @@ def hallo_region_masks(image, mediapipe_dir, latent_size: int, levels: int = 4,
                        face_expand_ratio: float = DEFAULT_FACE_EXPAND_RATIO) -> HalloMasks:
     """Hallo's face region and full / face / lip masks for the reference ``image`` (see module doc).
 
-    mediapipe_dir: a folder with ``face_landmarker.task`` (or Hallo's ``face_analysis/models``
+    image: the reference at its original resolution (Hallo computes the boxes on the file as
+    loaded, then resizes the masks). mediapipe_dir: a folder with ``face_landmarker.task`` (or Hallo's ``face_analysis/models``
     with ``face_landmarker_v2_with_blendshapes.task``), or the .task file. latent_size: the square
     latent side (video side / 8; Hallo's 512 px -> 64); levels: how many UNet resolutions
     (latent / 2^i) get masks.

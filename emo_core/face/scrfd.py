@@ -59,7 +59,7 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarra
 
 def to_blob(canvas: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32, (x - 127.5) / 128."""
-    return ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None].copy()
+    return ((canvas.astype(np.float32) - 127.5) * np.float32(1 / 128)).transpose(2, 0, 1)[None].copy()
 
 
 def anchor_centres(height: int, width: int, stride: int) -> np.ndarray:
