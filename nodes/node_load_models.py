@@ -57,12 +57,15 @@ class EMOLoadModels(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint, wav2vec2):
-        # Combo lists are skipped for these two (ComfyUI does that when validate_inputs names
-        # them), so a missing file gets our message naming the folder instead of "not in list".
+    def validate_inputs(cls, checkpoint):
+        # ComfyUI files a validate_inputs message under EVERY input this signature names, so it
+        # names only checkpoint: its list check is skipped and a missing file gets our message
+        # naming the folder (once, under checkpoint). wav2vec2 keeps ComfyUI's own list check,
+        # reported under wav2vec2; a listed folder that fails to load is explained in execute.
+        if checkpoint is None:  # linked from another node: checked when it runs
+            return True
         try:
             bridge.checkpoint_path(checkpoint)
-            bridge.wav2vec2_path(wav2vec2)
         except EMOInputError as error:
             return str(error)
         return True

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import EMOInputError
 from .emo_checkpoint import FOLDER_FILE, save_emo_checkpoint
+from .safe_load import umask_mode
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def write_demo_weights(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     logger.info("demo weights: re-drew %d zero-initialised parameters", changed)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        staging.chmod(umask_mode(0o777))  # mkdtemp makes 0700; it may become out_dir itself
         save_emo_checkpoint(models, staging / FOLDER_FILE)
         _write_wav2vec(staging / WAV2VEC_FOLDER, seed)
         _install(staging, out_dir)

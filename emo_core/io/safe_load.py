@@ -158,6 +158,7 @@ def save_safetensors_atomic(
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
+        os.chmod(temp_name, umask_mode(0o666))  # mkstemp makes 0600; weights follow the umask
         save_file(prepared, temp_name, metadata=meta)
         os.replace(temp_name, path)
     except BaseException:
@@ -165,6 +166,13 @@ def save_safetensors_atomic(
         raise
     logger.info("wrote %s (%d tensors)", path, len(prepared))
     return path
+
+
+def umask_mode(mode: int) -> int:
+    """``mode`` with the process umask applied: what ``open()``/``mkdir()`` would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def metadata_json(value: object) -> str:
