@@ -148,13 +148,17 @@ def test_missing_checkpoint_and_bad_prefix_fail_validation_with_clear_messages(c
     (prefix,) = video["filename_prefix"]
     assert prefix.startswith("filename_prefix - '../../escape' must be a relative name"), prefix
     assert prefix.count("filename_prefix") == 1, prefix
-    # A missing wav2vec2 folder too: ComfyUI's own list check, under wav2vec2 only.
+    assert _mp4s(comfy_server) == []
+
+
+def test_missing_wav2vec2_fails_first_thing_naming_the_folder(comfy_server):
+    # ComfyUI 0.3.75 cannot file a validate_inputs message under one input of two (see
+    # EMOLoadModels.validate_inputs), so the folder is resolved before any weights load.
+    workflow = _workflow()
     workflow["3"]["inputs"]["wav2vec2"] = "no_such_wav2vec2"
-    loader = _errors_by_input(_post_raw(comfy_server, workflow), "3")
-    assert sorted(loader) == ["checkpoint", "wav2vec2"], loader
-    assert [len(v) for v in loader.values()] == [1, 1], loader
-    assert "no_such_wav2vec2" in loader["wav2vec2"][0]
-    assert "missing.safetensors" not in loader["wav2vec2"][0]
+    message = _error_of(comfy_server, workflow)
+    assert message.startswith("no wav2vec2 model folder 'no_such_wav2vec2'"), message
+    assert "models/wav2vec2" in message and "demo-weights" in message
     assert _mp4s(comfy_server) == []
 
 

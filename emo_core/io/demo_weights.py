@@ -23,7 +23,7 @@ import torch
 
 from ..errors import EMOInputError
 from .emo_checkpoint import FOLDER_FILE, save_emo_checkpoint
-from .safe_load import umask_mode
+from .safe_load import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ def write_demo_weights(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     logger.info("demo weights: re-drew %d zero-initialised parameters", changed)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        staging.chmod(umask_mode(0o777))  # mkdtemp makes 0700; it may become out_dir itself
         save_emo_checkpoint(models, staging / FOLDER_FILE)
         _write_wav2vec(staging / WAV2VEC_FOLDER, seed)
+        follow_umask(staging)  # mkdtemp (0700, may become out_dir) and safetensors files (0600)
         _install(staging, out_dir)
     finally:
         if staging.exists():
