@@ -38,8 +38,12 @@ def first_image(images: torch.Tensor, name: str) -> np.ndarray:
 
 def uint8_to_image(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``(B, H, W, 3)`` (or ``(H, W, 3)``) uint8 -> IMAGE ``(B, H, W, 3)`` float32 0..1 on CPU."""
-    tensor = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) \
-        else frames.cpu()
+    if isinstance(frames, np.ndarray):
+        array = np.ascontiguousarray(frames)
+        # torch warns on read-only arrays (PIL buffers, cached node outputs): copy those.
+        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
+    else:
+        tensor = frames.cpu()
     if tensor.ndim == 3:
         tensor = tensor[None]
     return tensor.to(torch.float32) / 255.0

@@ -55,10 +55,12 @@ class EMOAudioFeatures(io.ComfyNode):
 
         waveform, sample_rate = audio_waveform(audio, "audio")
         check_not_silent(waveform, "input (Wav2Vec Audio Features)", allow_silence)
-        bridge.check_interrupted()
+        progress = bridge.ProgressReporter()  # per wav2vec chunk; also answers interrupts
+        progress(0, 1)
         with modules_on_device(emo_models, emo_models.wav2vec):
             features = extract_audio_features(emo_models.wav2vec, waveform, sample_rate, fps,
-                                              device=emo_models.device)
+                                              device=emo_models.device, progress=progress,
+                                              cancel=bridge.check_interrupted)
         frames = int(features.num_frames)
         samples = round(frames / float(fps) * RATE_16K)
         trimmed = features.waveform_16k[:samples]

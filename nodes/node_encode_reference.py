@@ -6,39 +6,64 @@ import logging
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from emo_core.errors import EMOInputError
+from emo_core.face.detect import FaceAdvice
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import io
 from .convert import first_image, uint8_to_image
 from .runtime import modules_on_device
-from .types import EMOModelsBundle, EMOModelsType, EMOReference, EMOReferenceType
+from .types import (
+    EMOCrop,
+    EMOCropType,
+    EMOModelsBundle,
+    EMOModelsType,
+    EMOReference,
+    EMOReferenceType,
+)
 
 logger = logging.getLogger(__name__)
 
 CROP_OPTIONS = ["face", "center", "pad"]
+# What a user can change on this node when no face is found (it has no confidence or mask input).
+NODE_ADVICE = FaceAdvice(
+    no_face="set crop to center or pad (no detection; then connect a mask_override to Face "
+            "Locator Mask), or load a photo where the face is larger and closer to frontal",
+    face_index="face_index")
 
 
-def square_portrait(image: np.ndarray, policy: str, size: int, face_index: int) -> np.ndarray:
-    """``image: (H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8 by the chosen crop policy."""
+def square_portrait(image: np.ndarray, policy: str, size: int, face_index: int):
+    """``image: (H, W, 3)`` uint8 -> (``(size, size, 3)`` uint8, CropBox it was cut from).
+
+    Every policy is an exact CropBox, so Frames to Video can paste frames back: face = the
+    framing EMO was trained on, center = the centred square of side min(H, W), pad = the square
+    of side max(H, W) around the image, the margins white (the RGBA background of emo_core).
+    """
+    from emo_core.face.crop import CropBox, crop_image
+
+    height, width = image.shape[:2]
     if policy == "face":
-        from emo_core.face.crop import crop_image, face_crop_box
+        from emo_core.face.crop import face_crop_box
         from emo_core.face.detect import find_face
 
-        face = find_face(image, bridge.mediapipe_dir(), face_index=face_index)
-        return crop_image(image, face_crop_box(face, image.shape[:2], out_size=size))
-    picture = Image.fromarray(image)
+        face = find_face(image, bridge.mediapipe_dir(), face_index=face_index,
+                         advice=NODE_ADVICE)
+        box = face_crop_box(face, image.shape[:2], out_size=size)
+        return crop_image(image, box), box
     if policy == "center":
-        picture = ImageOps.fit(picture, (size, size), Image.Resampling.LANCZOS)
-    elif policy == "pad":
-        # Letterbox on white, the same background emo_core composites RGBA onto.
-        picture = ImageOps.pad(picture, (size, size), Image.Resampling.LANCZOS, (255, 255, 255))
-    else:
-        raise EMOInputError(f"crop must be one of {CROP_OPTIONS}, got {policy!r}")
-    # np.array, not asarray: PIL's buffer is read-only, and torch warns when wrapping it.
-    return np.array(picture.convert("RGB"))
+        side = min(height, width)
+        box = CropBox((width - side) // 2, (height - side) // 2, side, size)
+        return crop_image(image, box), box
+    if policy == "pad":
+        side = max(height, width)
+        box = CropBox(-((side - width) // 2), -((side - height) // 2), side, size)
+        canvas = Image.new("RGB", (side, side), (255, 255, 255))
+        canvas.paste(Image.fromarray(image), (-box.x0, -box.y0))
+        # np.array, not asarray: PIL's buffer is read-only, and torch warns when wrapping it.
+        return np.array(canvas.resize((size, size), Image.Resampling.LANCZOS)), box
+    raise EMOInputError(f"crop must be one of {CROP_OPTIONS}, got {policy!r}")
 
 
 def encode_with_core_vae(vae, portrait: np.ndarray, scale: float):
@@ -81,6 +106,10 @@ class EMOEncodeReference(io.ComfyNode):
                 EMOReferenceType.Output(display_name="reference"),
                 io.Image.Output(display_name="portrait",
                                 tooltip="The square crop used (feed it to Face Locator Mask)."),
+                EMOCropType.Output(display_name="crop_box",
+                                   tooltip="Where the square lies in the input image: connect "
+                                           "it and that image to Frames to Video to paste the "
+                                           "talking face back into the full picture."),
             ],
         )
 
@@ -88,7 +117,11 @@ class EMOEncodeReference(io.ComfyNode):
     def execute(cls, emo_models: EMOModelsBundle, image, crop, size, face_index) -> io.NodeOutput:
         if size % 64:
             raise EMOInputError(f"size must be a multiple of 64, got {size}")
-        portrait = square_portrait(first_image(image, "image"), crop, size, face_index)
+        progress = bridge.ProgressReporter(2)  # detection + crop, VAE encode
+        progress(0, 2)  # shows the bar and answers an interrupt before any work
+        source = first_image(image, "image")
+        portrait, box = square_portrait(source, crop, size, face_index)
+        progress(1, 2)
         if emo_models.core_vae is not None:
             encoded = encode_with_core_vae(emo_models.core_vae, portrait, emo_models.latent_scale)
         else:
@@ -99,7 +132,8 @@ class EMOEncodeReference(io.ComfyNode):
                                            emo_models.dtype)
         encoded = type(encoded)(latents=encoded.latents.detach().to("cpu", torch.float32),
                                 image=encoded.image)
+        progress(2, 2)
         logger.info("reference %s cropped to %d px, latents %s", crop, size,
                     tuple(encoded.latents.shape))
         return io.NodeOutput(EMOReference(encoded=encoded, crop_policy=crop),
-                             uint8_to_image(portrait))
+                             uint8_to_image(portrait), EMOCrop(box, source.shape[:2]))

@@ -8,12 +8,20 @@ import numpy as np
 import torch
 
 from emo_core.errors import EMOInputError
+from emo_core.face.detect import FaceAdvice
+from emo_core.face.mask import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP, MAX_MASK_EXPAND
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import io
 from .convert import image_frames
 
 logger = logging.getLogger(__name__)
+
+# What a user can change on this node when no face is found.
+NODE_ADVICE = FaceAdvice(
+    no_face="connect a hand-painted mask to mask_override (no detection then), or feed a "
+            "portrait where the face is larger and closer to frontal",
+    face_index="face_index")
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -39,9 +47,8 @@ class EMOFaceLocatorMask(io.ComfyNode):
                     "image", tooltip="The square portrait from Encode Reference (same size as "
                                      "the video). A batch gives the union over all images."),
                 io.Float.Input(
-                    "expand_ratio", default=0.3, min=0.0, max=2.0, step=0.05,
-                    tooltip="Grow the box by this fraction of its size on every side. Larger "
-                            "allows more head motion but loosens control over the face position."),
+                    "expand_ratio", default=DEFAULT_MASK_EXPAND, min=0.0, max=MAX_MASK_EXPAND,
+                    step=0.05, tooltip=MASK_EXPAND_HELP),
                 io.Int.Input(
                     "face_index", default=0, min=0, max=31,
                     tooltip="Which face to use when several are found, counted left to right."),
@@ -68,7 +75,7 @@ class EMOFaceLocatorMask(io.ComfyNode):
 
         frames = np.stack(image_frames(image, "image"))
         face = face_locator_mask(frames, bridge.mediapipe_dir(), expand_ratio=expand_ratio,
-                                 face_index=face_index)
+                                 face_index=face_index, advice=NODE_ADVICE)
         mask = torch.from_numpy(np.asarray(face.image_mask, dtype=np.float32))[None]
         box = mask_box(face.image_mask)
         logger.info("face locator box %s on %s", box, tuple(frames.shape[1:3]))

@@ -1,4 +1,8 @@
-"""Frames to Video: IMAGE, or LATENT decoded in chunks, + AUDIO -> h264/aac mp4 + core VIDEO."""
+"""Frames to Video: IMAGE, or LATENT decoded in chunks, + AUDIO -> h264/aac mp4 + core VIDEO.
+
+With ``original_image`` + ``crop_box`` (Encode Reference) every chunk is pasted back into the
+full picture before it is encoded, so paste back streams like the rest (memory stays flat).
+"""
 
 from __future__ import annotations
 
@@ -14,24 +18,38 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import InputImpl, io, ui
-from .convert import audio_waveform, core_vae_frames, image_to_uint8, latent_frames
+from .convert import (
+    audio_waveform,
+    core_vae_frames,
+    first_image,
+    image_to_uint8,
+    latent_frames,
+)
 from .runtime import modules_on_device
-from .types import EMOModelsBundle, EMOModelsType
+from .types import EMOCrop, EMOCropType, EMOModelsBundle, EMOModelsType
 
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
 
 
-def safe_prefix(prefix: str) -> str:
-    """Filename prefix confined to the output folder: relative, no ``..``, no odd characters."""
+def prefix_problem(prefix) -> str | None:
+    """What is wrong with ``prefix`` (a sentence without the input's name), or None if it is safe."""
     text = (prefix or "").strip().replace("\\", "/")
     parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
     if (not parts or text.startswith("/") or ".." in parts or _UNSAFE.search("".join(parts))):
-        raise EMOInputError(
-            f"filename_prefix {prefix!r} must be a relative name like 'EMO/portrait' inside the "
-            "output folder (no absolute path, no '..', no control or <>:\"|?* characters)")
-    return "/".join(parts)
+        return (f"{prefix!r} must be a relative name like 'EMO/portrait' inside the output folder "
+                "(no absolute path, no '..', no control or <>:\"|?* characters)")
+    return None
+
+
+def safe_prefix(prefix: str) -> str:
+    """Filename prefix confined to the output folder: relative, no ``..``, no odd characters."""
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise EMOInputError(f"filename_prefix {problem}")
+    text = prefix.strip().replace("\\", "/")
+    return "/".join(p for p in PurePosixPath(text).parts if p not in ("", "."))
 
 
 def _image_chunks(images: torch.Tensor, batch: int) -> Iterator[np.ndarray]:
@@ -108,6 +126,13 @@ class EMOFramesToVideo(io.ComfyNode):
                 io.Audio.Input("audio", optional=True,
                                tooltip="Soundtrack, trimmed or padded to the video length (AAC). "
                                        "Leave empty for a silent video."),
+                io.Image.Input("original_image", optional=True,
+                               tooltip="Paste back: the full picture given to Encode Reference. "
+                                       "With crop_box, every frame is blended into it (16 px "
+                                       "feathered edges) and the video has its size."),
+                EMOCropType.Input("crop_box", optional=True,
+                                  tooltip="Paste back: Encode Reference's crop_box, where the "
+                                          "face square lies in original_image."),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
@@ -116,19 +141,20 @@ class EMOFramesToVideo(io.ComfyNode):
     def validate_inputs(cls, filename_prefix):
         if filename_prefix is None:  # linked from another node: checked when it runs
             return True
-        try:
-            safe_prefix(filename_prefix)
-        except EMOInputError as error:
-            return str(error)
-        return True
+        # ComfyUI shows this as "filename_prefix - <message>": the message does not repeat it.
+        return prefix_problem(filename_prefix) or True
 
     @classmethod
     def execute(cls, fps, filename_prefix, decode_batch, images=None, latent=None,
-                emo_models: EMOModelsBundle | None = None, vae=None, audio=None):
+                emo_models: EMOModelsBundle | None = None, vae=None, audio=None,
+                original_image=None, crop_box: EMOCrop | None = None):
         from emo_core.pipeline.video import Mp4Writer
 
         prefix = safe_prefix(filename_prefix)
+        paste = paste_target(original_image, crop_box)
         _, chunks = frame_source(images, latent, emo_models, vae, decode_batch, float(fps))
+        if paste is not None:
+            chunks = _pasted(chunks, *paste)
         soundtrack = audio_waveform(audio) if audio is not None else None
         first = next(chunks)
         height, width = first.shape[1] - first.shape[1] % 2, first.shape[2] - first.shape[2] % 2
@@ -141,6 +167,33 @@ class EMOFramesToVideo(io.ComfyNode):
                     height, fps, path)
         preview = ui.PreviewVideo([ui.SavedResult(filename, subfolder, io.FolderType.output)])
         return io.NodeOutput(InputImpl.VideoFromFile(str(path)), ui=preview)
+
+
+def paste_target(original_image, crop_box: EMOCrop | None):
+    """-> ``(original (H, W, 3) uint8, CropBox)`` when pasting back, else None."""
+    if original_image is None and crop_box is None:
+        return None
+    if original_image is None or crop_box is None:
+        missing = "original_image" if original_image is None else "crop_box"
+        raise EMOInputError(
+            f"paste back needs both original_image and crop_box; {missing} is not connected "
+            "(connect the image given to Encode Reference and its crop_box output, or neither)")
+    original = first_image(original_image, "original_image")
+    if tuple(original.shape[:2]) != tuple(crop_box.image_size):
+        height, width = crop_box.image_size
+        raise EMOInputError(
+            f"original_image is {original.shape[1]}x{original.shape[0]} but Encode Reference "
+            f"cropped a {width}x{height} image; connect the same image to both")
+    return original, crop_box.box
+
+
+def _pasted(chunks: Iterator[np.ndarray], original: np.ndarray, box) -> Iterator[np.ndarray]:
+    """Each ``(j, S, S, 3)`` chunk -> ``(j, H, W, 3)`` pasted into ``original`` (emo_core's
+    paste back, the same as the CLI's ``--paste-back``), one chunk at a time."""
+    from emo_core.face.crop import paste_back_frames
+
+    for chunk in chunks:
+        yield paste_back_frames(chunk, original, box)
 
 
 def _chained(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

@@ -57,12 +57,16 @@ class EMOLoadModels(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint, wav2vec2):
-        # Combo lists are skipped for these two (ComfyUI does that when validate_inputs names
-        # them), so a missing file gets our message naming the folder instead of "not in list".
+    def validate_inputs(cls, checkpoint):
+        # ComfyUI 0.3.75 files a validate_inputs message under EVERY input this signature
+        # names (and does not list-check V3 combos), so naming both inputs reported a missing
+        # checkpoint twice, once under wav2vec2. Only checkpoint is checked here (once, under
+        # its own name); wav2vec2 is resolved first thing in execute, before any weights load,
+        # with the same kind of message naming the folders.
+        if checkpoint is None:  # linked from another node: checked when it runs
+            return True
         try:
             bridge.checkpoint_path(checkpoint)
-            bridge.wav2vec2_path(wav2vec2)
         except EMOInputError as error:
             return str(error)
         return True
@@ -78,9 +82,10 @@ class EMOLoadModels(io.ComfyNode):
         offload = device == "auto" and run_device.type != "cpu"
         load_device = bridge.offload_device() if offload else run_device
         path = bridge.checkpoint_path(checkpoint)
+        wav2vec_path = bridge.wav2vec2_path(wav2vec2)  # before any loading: fail in a moment
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
         models = load_emo_checkpoint(path, device=load_device, dtype=dtype)
-        wav2vec = load_wav2vec(bridge.wav2vec2_path(wav2vec2), device=load_device, dtype=dtype)
+        wav2vec = load_wav2vec(wav2vec_path, device=load_device, dtype=dtype)
         if vae is not None and getattr(vae, "latent_channels", 4) != 4:
             raise EMOInputError(
                 f"vae: EMO needs an SD1.5 VAE with 4 latent channels, got "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import torch
+
 from . import comfy_bridge as bridge
 from .types import EMOModelsBundle
 
@@ -21,7 +23,9 @@ def modules_on_device(bundle: EMOModelsBundle, *modules):
     modules = [m for m in modules if m is not None]
     bridge.free_memory_for(modules, bundle.device)
     for module in modules:
-        module.to(device=bundle.device, dtype=bundle.dtype)
+        # nn.Module.to, not diffusers' ModelMixin.to: the latter logs a "should be kept in
+        # float32: []" warning on every dtype argument, even when no module needs fp32.
+        torch.nn.Module.to(module, device=bundle.device, dtype=bundle.dtype)
     try:
         yield
     finally:

@@ -1,7 +1,7 @@
 """Custom socket types of the pack and the frozen values they carry between nodes.
 
 Core ComfyUI types (IMAGE, MASK, AUDIO, LATENT, VAE, MODEL, VIDEO) are used wherever one exists;
-these four carry what has no core equivalent. Values are frozen dataclasses so a cached node output
+these five carry what has no core equivalent. Values are frozen dataclasses so a cached node output
 cannot be changed by a downstream node.
 """
 
@@ -19,6 +19,7 @@ EMOModelsType = io.Custom("EMO_MODELS")
 EMOReferenceType = io.Custom("EMO_REFERENCE")
 EMOAudioType = io.Custom("EMO_AUDIO")
 EMOSpeedType = io.Custom("EMO_SPEED")
+EMOCropType = io.Custom("EMO_CROP")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,15 @@ class EMOReference:
     @property
     def size(self) -> int:
         return int(self.encoded.image.shape[0])
+
+
+@dataclass(frozen=True)
+class EMOCrop:
+    """Where Encode Reference's square came from: ``box`` is ``emo_core.face.crop.CropBox`` in
+    pixels of the source image of ``image_size`` (H, W); Frames to Video pastes frames back."""
+
+    box: Any
+    image_size: tuple[int, int]
 
 
 @dataclass(frozen=True)

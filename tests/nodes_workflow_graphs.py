@@ -1,8 +1,21 @@
 """The example workflows as data, and their UI (litegraph) / API renderings.
 
-``python tests/nodes_workflow_graphs.py`` rewrites ``example_workflows/`` (JSON + thumbnails);
-``tests/test_nodes_workflows.py`` checks the committed files equal this output and that the UI
+``python -m tests.nodes_workflow_graphs`` rewrites ``example_workflows/`` (JSON + thumbnails);
+``tests/test_nodes_schema.py`` checks the committed files equal this output and that the UI
 files convert to the API files under ComfyUI's real node schemas.
+
+Template cards: ComfyUI 0.3.75 lists a pack's ``example_workflows/*.json`` by file name only
+(``/api/workflow_templates``) and frontend 1.32.9 shows that name as the card's title and, with
+``-``/``_`` turned into spaces, as its description (workflowTemplatesStore.ts); it reads no
+index or workflow metadata for custom-node templates. So the UI files carry readable names
+(``TITLES_UI``), while the API copies keep stable ids (``api/<id>.json``) for scripts.
+
+Saved view (``extra.ds``): litegraph draws a graph point ``p`` at ``(p + offset) * scale``. The
+frontend 1.32.9 in a 1600x900 chromium window has a 1600x757 page with overlays: the sidebar
+(59 px, left), banner + workflow tabs + breadcrumb / run button (top 126 px), the minimap
+(x >= 1343, y 499..699) and zoom controls (bottom right), measured in tests/test_browser.py.
+``fit_view`` puts the bounding box of all nodes (title bars included) inside ``VIEW``, the part
+of the canvas free of them, at scale >= ``MIN_SCALE`` (below 0.6 litegraph stops drawing text).
 """
 
 from __future__ import annotations
@@ -10,6 +23,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from emo_core.face.mask import DEFAULT_MASK_EXPAND
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / "example_workflows"
@@ -19,7 +34,8 @@ OUTPUTS = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
     "LoadAudio": [("AUDIO", "AUDIO")],
     "EMOLoadModels": [("emo_models", "EMO_MODELS")],
-    "EMOEncodeReference": [("reference", "EMO_REFERENCE"), ("portrait", "IMAGE")],
+    "EMOEncodeReference": [("reference", "EMO_REFERENCE"), ("portrait", "IMAGE"),
+                           ("crop_box", "EMO_CROP")],
     "EMOAudioFeatures": [("emo_audio", "EMO_AUDIO"), ("audio_16k", "AUDIO"),
                          ("frame_count", "INT")],
     "EMOFaceLocatorMask": [("face_mask", "MASK"), ("bbox", "BBOX")],
@@ -40,7 +56,8 @@ SOCKETS = {
     "EMOSampler": [("emo_models", "EMO_MODELS"), ("reference", "EMO_REFERENCE"),
                    ("emo_audio", "EMO_AUDIO"), ("face_mask", "MASK"), ("emo_speed", "EMO_SPEED")],
     "EMOFramesToVideo": [("images", "IMAGE"), ("latent", "LATENT"), ("emo_models", "EMO_MODELS"),
-                         ("vae", "VAE"), ("audio", "AUDIO")],
+                         ("vae", "VAE"), ("audio", "AUDIO"), ("original_image", "IMAGE"),
+                         ("crop_box", "EMO_CROP")],
     "LoraLoader": [("model", "MODEL"), ("clip", "CLIP")],
 }
 TITLES = {
@@ -89,7 +106,8 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
              {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 150)),
         Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False},
              {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 130)),
-        Node(6, "EMOFaceLocatorMask", (760, 0), {"expand_ratio": 0.3, "face_index": 0},
+        Node(6, "EMOFaceLocatorMask", (760, 0),
+             {"expand_ratio": DEFAULT_MASK_EXPAND, "face_index": 0},
              {"image": (4, 1)}, size=(300, 130)),
         Node(7, "EMOSpeedEmbedding", (380, 580), {
             "mode": "constant", "speed": 2.0, "keyframes": "0:1.5, 2:3, 4:1.5",
@@ -118,10 +136,14 @@ def long_video_low_memory() -> list[Node]:
     nodes = _common(sampler_decode=False)
     nodes.append(Node(9, "EMOFramesToVideo", (1540, 0), {
         "fps": 25.0, "filename_prefix": "EMO/long_video", "decode_batch": 4},
-        {"latent": (8, 0), "emo_models": (3, 0), "audio": (2, 0)}, size=(340, 420)))
+        {"latent": (8, 0), "emo_models": (3, 0), "audio": (2, 0), "original_image": (1, 0),
+         "crop_box": (4, 2)}, size=(340, 420)))
     extra = ("\nLow memory: the sampler keeps only latents (64 KB per 512px frame) and Frames "
              "to Video decodes 4 frames at a time while writing the mp4, so RAM does not grow "
-             "with the audio length. Any length of audio works.")
+             "with the audio length. Any length of audio works.\nPaste back: Frames to Video "
+             "blends each frame into the full photo (original_image + Encode Reference's "
+             "crop_box), so the video has the photo's size; disconnect both for the square "
+             "crop only.")
     nodes.append(Node(10, "Note", (1140, 470), {"text": NOTE.format(
         title="long video, latent output, chunked decode", extra=extra)}, size=(340, 380)))
     return nodes
@@ -132,13 +154,14 @@ def civitai_style() -> list[Node]:
     nodes = talking_portrait()[:-1]  # same graph, its own note
     nodes[-1].widgets["filename_prefix"] = "EMO/civitai_style"
     nodes[2].links.update({"style_model": (12, 0), "base_model": (13, 0)})
+    # The loaders fill the free space under Face Locator Mask, so the whole graph fits one view.
     nodes += [
-        Node(11, "CheckpointLoaderSimple", (-760, 580),
+        Node(11, "CheckpointLoaderSimple", (760, 220),
              {"ckpt_name": "civitai_sd15_style.safetensors"}, size=(320, 100)),
-        Node(12, "LoraLoader", (-380, 580), {
+        Node(12, "LoraLoader", (760, 370), {
             "lora_name": "civitai_sd15_lora.safetensors", "strength_model": 0.8,
             "strength_clip": 1.0}, {"model": (11, 0), "clip": (11, 1)}, size=(320, 130)),
-        Node(13, "CheckpointLoaderSimple", (-760, 760),
+        Node(13, "CheckpointLoaderSimple", (760, 560),
              {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}, size=(320, 100)),
     ]
     extra = ("\nStyle: any civit.ai SD1.5 checkpoint (+ LoRAs) goes into style_model; plain "
@@ -153,6 +176,40 @@ def civitai_style() -> list[Node]:
 GRAPHS = {"emo_talking_portrait": talking_portrait,
           "emo_long_video_low_memory": long_video_low_memory,
           "emo_civitai_style": civitai_style}
+# Template card title (and description) = the UI file's name; see the module docstring.
+TITLES_UI = {
+    "emo_talking_portrait": "EMO talking portrait (photo and speech to video)",
+    "emo_long_video_low_memory": "EMO long video (low memory, pasted into the full photo)",
+    "emo_civitai_style": "EMO civitai style (SD1.5 checkpoint and LoRA as the look)",
+}
+
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above node.pos
+VIEW = (70, 130, 1330, 740)  # x0, y0, x1, y1 in page pixels, free of overlays (docstring)
+MIN_SCALE = 0.6
+
+
+def ui_path(name: str, folder: Path = WORKFLOWS) -> Path:
+    """The UI-format file of the example ``name`` (what the template browser lists)."""
+    return folder / f"{TITLES_UI[name]}.json"
+
+
+def bounding_box(nodes: list[Node]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) in graph units around every node, title bars included."""
+    return (min(n.pos[0] for n in nodes), min(n.pos[1] - TITLE_HEIGHT for n in nodes),
+            max(n.pos[0] + n.size[0] for n in nodes), max(n.pos[1] + n.size[1] for n in nodes))
+
+
+def fit_view(nodes: list[Node]) -> dict:
+    """``extra.ds`` showing every node inside ``VIEW``, centred, as large as fits (<= 1)."""
+    x0, y0, x1, y1 = bounding_box(nodes)
+    width, height = VIEW[2] - VIEW[0], VIEW[3] - VIEW[1]
+    scale = min(1.0, width / (x1 - x0), height / (y1 - y0))
+    if scale < MIN_SCALE:
+        raise ValueError(f"graph {x1 - x0}x{y1 - y0} needs scale {scale:.2f} < {MIN_SCALE}")
+    scale = round(scale - 0.005, 2)  # rounded down: the box stays inside
+    offset_x = (VIEW[0] + width / 2) / scale - (x0 + x1) / 2
+    offset_y = (VIEW[1] + height / 2) / scale - (y0 + y1) / 2
+    return {"scale": scale, "offset": [round(offset_x, 1), round(offset_y, 1)]}
 
 
 def to_api(nodes: list[Node]) -> dict:
@@ -208,7 +265,7 @@ def to_ui(nodes: list[Node]) -> dict:
         ui_nodes.append(entry)
     return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links),
             "nodes": ui_nodes, "links": [row[:6] for row in links], "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4}
+            "extra": {"ds": fit_view(nodes)}, "version": 0.4}
 
 
 def thumbnail(nodes: list[Node], path: Path) -> None:
@@ -216,13 +273,14 @@ def thumbnail(nodes: list[Node], path: Path) -> None:
     from PIL import Image, ImageDraw
 
     scale, margin = 0.4, 16
-    width = int(max(n.pos[0] + n.size[0] for n in nodes) * scale) + 2 * margin
-    height = int(max(n.pos[1] + n.size[1] for n in nodes) * scale) + 2 * margin
+    left, top, right, bottom = bounding_box(nodes)
+    width = int((right - left) * scale) + 2 * margin
+    height = int((bottom - top) * scale) + 2 * margin
     picture = Image.new("RGB", (width, height), (32, 32, 36))
     draw = ImageDraw.Draw(picture)
 
     def box(n: Node):
-        x, y = (margin + n.pos[0] * scale, margin + n.pos[1] * scale)
+        x, y = (margin + (n.pos[0] - left) * scale, margin + (n.pos[1] - top) * scale)
         return x, y, x + n.size[0] * scale, y + n.size[1] * scale
 
     by_id = {n.id: n for n in nodes}
@@ -243,12 +301,12 @@ def write_all(folder: Path = WORKFLOWS) -> None:
     (folder / "api").mkdir(parents=True, exist_ok=True)
     for name, build in GRAPHS.items():
         nodes = build()
-        for target, data in ((folder / f"{name}.json", to_ui(nodes)),
+        for target, data in ((ui_path(name, folder), to_ui(nodes)),
                              (folder / "api" / f"{name}.json", to_api(nodes))):
-            tmp = target.with_suffix(".json.tmp")
+            tmp = target.with_name(target.name + ".tmp")
             tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
             tmp.replace(target)
-        thumbnail(nodes, folder / f"{name}.jpg")
+        thumbnail(nodes, ui_path(name, folder).with_suffix(".jpg"))
 
 
 if __name__ == "__main__":

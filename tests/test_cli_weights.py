@@ -97,6 +97,30 @@ def test_demo_weights_into_comfyui_models_layout(tmp_path):
     assert [p.name for p in (models_dir / "emo").iterdir()] == ["emo.safetensors"]
     assert (models_dir / "wav2vec2" / "wav2vec2" / "config.json").is_file()
     assert load_emo_checkpoint(models_dir / "emo" / "emo.safetensors").vae is not None
+    from emo_core.io.safe_load import umask_mode
+
+    files = {n: m for n, m in _modes(models_dir).items() if (models_dir / n).is_file()}
+    assert set(files.values()) == {umask_mode(0o666)}, files  # the umask, as for videos
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in sorted(root.rglob("*"))}
+
+
+def test_demo_weights_follow_the_umask(tmp_path):
+    """Issue 13 item 7: weights were 0600 (mkstemp, safetensors 0.8) and a new bundle folder
+    0700 (mkdtemp). 027 (not the usual 022) shows the mode comes from the umask, not a constant;
+    the --comfyui-models test above checks the process's own umask."""
+    umask = 0o027
+    out = tmp_path / "bundle"
+    result = subprocess.run([sys.executable, "-m", "emo_core", "demo-weights", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, umask=umask)
+    assert result.returncode == 0, result.stderr
+    modes = _modes(tmp_path)
+    assert modes["bundle"] == 0o777 & ~umask and modes["bundle/wav2vec2"] == 0o777 & ~umask
+    files = {name: mode for name, mode in modes.items() if (tmp_path / name).is_file()}
+    assert "bundle/emo.safetensors" in files and "bundle/wav2vec2/config.json" in files
+    assert set(files.values()) == {0o666 & ~umask}, {n: oct(m) for n, m in files.items()}
 
 
 def test_init_checkpoint_cli_copies_every_source_tensor(sources, tmp_path):

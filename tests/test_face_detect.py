@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from emo_core.errors import EMOInputError, NoFaceError
-from emo_core.face.detect import FaceDetector, detect_faces, find_face
+from emo_core.face.detect import FaceAdvice, FaceDetector, detect_faces, find_face
 
 TRUE_BOX = (177, 82, 95, 95)  # x, y, w, h of the face in portrait_astronaut.png (fixture README)
 TOLERANCE_PX = 10  # detector boxes vary by a few px with resampling; 10 px = ~10 % of the face
@@ -105,8 +105,17 @@ def test_no_face_raises_with_what_to_do(detector, portrait):
             detector.find(image, name=label)
         message = str(info.value)
         assert label in message
-        for advice in ("closer to frontal", "crop", "lower min_confidence", "own face mask"):
+        # What a Python caller of FaceDetector can change (it takes no mask).
+        for advice in ("closer to frontal", "crop", "lower min_confidence"):
             assert advice in message
+        assert "mask" not in message
+    # Callers word the advice for their own settings (a node, a CLI flag), nothing else.
+    advice = FaceAdvice(no_face="set crop to center", face_index="--face-index")
+    with pytest.raises(NoFaceError) as info:
+        detector.find(np.full((300, 300, 3), 90, np.uint8), advice=advice)
+    assert str(info.value).endswith("; set crop to center.")
+    with pytest.raises(NoFaceError, match="only 1 face.* use a --face-index below 1"):
+        detector.find(portrait, face_index=3, advice=advice)
 
 
 def test_detect_faces_function_and_empty_result(mediapipe_dir):

@@ -15,7 +15,19 @@ from pathlib import Path
 import pytest
 
 from tests.comfyui_harness import EMO_NODE_IDS, require_comfyui
-from tests.nodes_workflow_graphs import GRAPHS, OUTPUTS, SOCKETS, UI_ONLY_AFTER, to_api, to_ui
+from tests.nodes_workflow_graphs import (
+    GRAPHS,
+    MIN_SCALE,
+    OUTPUTS,
+    SOCKETS,
+    TITLE_HEIGHT,
+    TITLES_UI,
+    UI_ONLY_AFTER,
+    VIEW,
+    to_api,
+    to_ui,
+    ui_path,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / "example_workflows"
@@ -135,11 +147,11 @@ def _ui_to_api(ui: dict, schemas: dict) -> dict:
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_example_workflows_are_current_and_consistent(name, schemas):
     nodes = GRAPHS[name]()
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
+    ui = json.loads(ui_path(name).read_text(encoding="utf-8"))
     api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
     # The committed files are what tests/nodes_workflow_graphs.py writes (rerun it after edits).
     assert ui == to_ui(nodes) and api == to_api(nodes)
-    assert (WORKFLOWS / f"{name}.jpg").stat().st_size > 1000
+    assert ui_path(name).with_suffix(".jpg").stat().st_size > 1000
     converted = _ui_to_api(ui, schemas)
     assert converted == {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
                          for k, v in api.items()}
@@ -147,3 +159,20 @@ def test_example_workflows_are_current_and_consistent(name, schemas):
     assert set(EMO_NODE_IDS) <= used, set(EMO_NODE_IDS) - used
     note = next(n for n in ui["nodes"] if n["type"] == "Note")
     assert "real weights" in note["widgets_values"][0]
+
+
+def test_example_workflow_files_are_named_for_the_template_browser_and_open_in_view():
+    """The template browser titles cards with the file name; the saved view shows every node
+    clear of the frontend's overlays (measured live in tests/test_browser.py)."""
+    served = sorted(p.stem for p in WORKFLOWS.glob("*.json"))  # what ComfyUI lists
+    assert served == sorted(TITLES_UI.values())
+    for name in GRAPHS:
+        ui = json.loads(ui_path(name).read_text(encoding="utf-8"))
+        scale, (dx, dy) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
+        assert MIN_SCALE <= scale <= 1.0, (name, scale)  # below 0.6 litegraph drops the text
+        for node in ui["nodes"]:
+            (x, y), (w, h) = node["pos"], node["size"]
+            left, top = (x + dx) * scale, (y - TITLE_HEIGHT + dy) * scale
+            right, bottom = (x + w + dx) * scale, (y + h + dy) * scale
+            assert VIEW[0] <= left and right <= VIEW[2], (name, node["type"], left, right)
+            assert VIEW[1] <= top and bottom <= VIEW[3], (name, node["type"], top, bottom)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
+import urllib.request
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +27,7 @@ from PIL import Image
 
 from tests.comfyui_harness import PACK_NAME, comfy_server_fixture, output_files
 from tests.conftest import fixture_path
+from tests.nodes_workflow_graphs import TITLES_UI
 
 pytestmark = pytest.mark.comfyui
 
@@ -109,10 +112,22 @@ def test_nodes_and_model_folders_from_extra_model_paths(comfy_server):
 
 def test_workflow_templates_are_served(comfy_server):
     listing = comfy_server.get_json("/api/workflow_templates")
-    assert sorted(listing[PACK_NAME]) == ["emo_civitai_style", "emo_long_video_low_memory",
-                                          "emo_talking_portrait"]
-    served = comfy_server.get_json(f"/api/workflow_templates/{PACK_NAME}/emo_talking_portrait.json")
-    assert {n["type"] for n in served["nodes"]} >= {"EMOSampler", "EMOFramesToVideo"}
+    # Readable names: frontend 1.32.9 shows them as the cards' titles and descriptions.
+    assert sorted(listing[PACK_NAME]) == sorted(TITLES_UI.values())
+    for title in TITLES_UI.values():  # spaces and brackets in the URL, as the frontend asks
+        url = f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(title)}"
+        served = comfy_server.get_json(url + ".json")
+        assert {n["type"] for n in served["nodes"]} >= {"EMOSampler", "EMOFramesToVideo"}
+        with urllib.request.urlopen(comfy_server.url + url + ".jpg", timeout=30) as answer:
+            assert answer.headers["Content-Type"] == "image/jpeg" and len(answer.read()) > 1000
+
+
+def _errors_by_input(answer: dict, node_id: str) -> dict[str, list[str]]:
+    """node_errors of one node as ``{input name: [details, ...]}``."""
+    found: dict[str, list[str]] = {}
+    for error in answer["node_errors"][node_id]["errors"]:
+        found.setdefault(error["extra_info"]["input_name"], []).append(error["details"])
+    return found
 
 
 def test_missing_checkpoint_and_bad_prefix_fail_validation_with_clear_messages(comfy_server):
@@ -120,10 +135,30 @@ def test_missing_checkpoint_and_bad_prefix_fail_validation_with_clear_messages(c
     workflow["3"]["inputs"]["checkpoint"] = "missing.safetensors"
     workflow["9"]["inputs"]["filename_prefix"] = "../../escape"
     answer = _post_raw(comfy_server, workflow)
-    errors = json.dumps(answer.get("node_errors", {}))
-    assert "no EMO checkpoint 'missing.safetensors' in models/emo" in errors, answer
-    assert "demo-weights" in errors
-    assert "filename_prefix '../../escape'" in errors, answer
+    # Each problem once, under its own input (issue 13 item 2: the checkpoint's text was also
+    # filed under wav2vec2, and "filename_prefix" was said twice in one line).
+    loader = _errors_by_input(answer, "3")
+    assert list(loader) == ["checkpoint"] and len(loader["checkpoint"]) == 1, loader
+    (checkpoint,) = loader["checkpoint"]
+    assert checkpoint.startswith("checkpoint - no EMO checkpoint 'missing.safetensors' in "
+                                 "models/emo"), checkpoint
+    assert "demo-weights" in checkpoint
+    video = _errors_by_input(answer, "9")
+    assert list(video) == ["filename_prefix"] and len(video["filename_prefix"]) == 1, video
+    (prefix,) = video["filename_prefix"]
+    assert prefix.startswith("filename_prefix - '../../escape' must be a relative name"), prefix
+    assert prefix.count("filename_prefix") == 1, prefix
+    assert _mp4s(comfy_server) == []
+
+
+def test_missing_wav2vec2_fails_first_thing_naming_the_folder(comfy_server):
+    # ComfyUI 0.3.75 cannot file a validate_inputs message under one input of two (see
+    # EMOLoadModels.validate_inputs), so the folder is resolved before any weights load.
+    workflow = _workflow()
+    workflow["3"]["inputs"]["wav2vec2"] = "no_such_wav2vec2"
+    message = _error_of(comfy_server, workflow)
+    assert message.startswith("no wav2vec2 model folder 'no_such_wav2vec2'"), message
+    assert "models/wav2vec2" in message and "demo-weights" in message
     assert _mp4s(comfy_server) == []
 
 
@@ -207,4 +242,28 @@ def test_low_memory_workflow_decodes_latents_in_chunks(comfy_server):
     _check_mp4(path, FRAMES)
     leftovers = [p for p in _mp4s(comfy_server) if p.suffix != ".mp4"]
     assert leftovers == [], leftovers
+    _check_pasted_back(path)
+
+
+def _check_pasted_back(path: Path) -> None:
+    """Issue 13 item 8: the workflow pastes the face crop back into the full photo. The video
+    has the photo's size; outside Encode Reference's crop box it is the photo (H.264 loss only),
+    inside it the generated (random-weight noise) face."""
+    from emo_core.face.crop import face_crop_box
+    from emo_core.face.detect import find_face
+
+    photo = np.asarray(Image.open(fixture_path("portrait_astronaut.png")).convert("RGB"))
+    box = face_crop_box(find_face(photo, fixture_path("blaze_face_short_range.tflite").parent),
+                        photo.shape[:2], out_size=128)
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert frames.shape == (FRAMES, *photo.shape), frames.shape
+    inside = np.zeros(photo.shape[:2], bool)
+    inside[box.y0:box.y0 + box.size, box.x0:box.x0 + box.size] = True
+    difference = np.abs(frames.astype(int) - photo).mean(axis=(0, 3))  # (H, W)
+    outside_error, inside_change = difference[~inside].mean(), difference[inside].mean()
+    print(f"paste back: box {box}; mean |video - photo| outside {outside_error:.2f}, "
+          f"inside {inside_change:.2f} levels")
+    # H.264 (crf 18-ish) on a photo: a few levels; noise pasted inside: tens of levels.
+    assert outside_error < 4.0 and inside_change > 20.0
 

@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import torch
 
-from ..errors import EMOInputError
+from ..errors import EMOCancelled, EMOInputError
 from .normalize import NormalizedSignal
 from .wav2vec_parts import (
     ConvFrontEnd,
@@ -96,12 +96,16 @@ def frame_count(num_samples: int, sample_rate: int, fps) -> int:
 
 def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
                            chunk_seconds: float = DEFAULT_CHUNK_SECONDS, device=None, dtype=None,
-                           context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> AudioFeatures:
+                           context_seconds: float = DEFAULT_CONTEXT_SECONDS, progress=None,
+                           cancel=None) -> AudioFeatures:
     """``waveform``: ``(T,) | (C, T) | (1, C, T)`` at ``sample_rate`` -> ``AudioFeatures`` with
     ``windows: (F, 2*window+1, L, C)``, ``F = frame_count(T, sample_rate, fps)``.
 
     ``wav2vec``: a transformers ``Wav2Vec2Model``. ``device``/``dtype`` default to the model's;
     if they differ, the model is moved there for the call and moved back afterwards.
+    ``progress(done, total)`` is called before the first chunk and after each one (chunks are
+    the units); ``cancel()`` returning True before a chunk raises ``EMOCancelled``, so a host's
+    interrupt lands within one wav2vec call.
     """
     _check_options(window, chunk_seconds, context_seconds)
     waveform_16k = to_mono_16k(waveform, sample_rate)  # validates shape, type and rate
@@ -125,9 +129,15 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
         longest = max(end - start for _, _, start, end in spans)
         conv = ConvFrontEnd(wav2vec, signal, run_device, run_dtype, global_norm=len(spans) > 1,
                             block_samples=math.ceil(longest * TARGET_RATE / float(exact_fps(fps))))
-        for start, end, context_start, context_end in spans:
+        for index, (start, end, context_start, context_end) in enumerate(spans):
+            if progress is not None:
+                progress(index, len(spans))
+            if cancel is not None and cancel():
+                raise EMOCancelled(f"audio features cancelled before chunk {index + 1}")
             layers = _encode_span(wav2vec, conv, num_frames, context_start, context_end)
             buffer[window + start:window + end] = layers[start - context_start:end - context_start]
+        if progress is not None:
+            progress(len(spans), len(spans))
     logger.info("audio features: %d frames at %s fps in %d chunk(s), %d layers x %d",
                 num_frames, fps, len(spans), config.num_hidden_layers, config.hidden_size)
     return AudioFeatures(windows=_window_view(buffer, window), num_frames=num_frames,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..face.mask import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP
 from ..pipeline.settings import SCHEDULERS, GenerationSettings
 from .progress import TqdmProgress
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
@@ -78,6 +79,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="square generation size in pixels (multiple of 64; model trained at 512)")
     parser.add_argument("--face-index", type=int, default=0,
                         help="which face to animate when the photo has several (0 = leftmost)")
+    parser.add_argument("--mask-expand", type=float, default=DEFAULT_MASK_EXPAND,
+                        help=MASK_EXPAND_HELP.replace("%", "%%"))
     parser.add_argument("--paste-back", action="store_true",
                         help="composite the generated face crop back into the full original image")
     parser.add_argument("--allow-silence", action="store_true",
@@ -104,7 +107,7 @@ def request_from_args(args, **overrides):
         checkpoint=args.checkpoint, wav2vec=args.wav2vec, mediapipe=args.mediapipe,
         image=args.image, audio=args.audio, out=args.out, settings=settings_from_args(args),
         speed=args.speed, speed_keyframes=args.speed_keyframes, speed_video=args.speed_from_video,
-        face_index=args.face_index, paste_back=args.paste_back,
+        face_index=args.face_index, mask_expand=args.mask_expand, paste_back=args.paste_back,
         allow_silence=args.allow_silence, device=args.device,
         dtype=args.dtype,
     )

@@ -76,7 +76,8 @@ def _resize(rgb: np.ndarray, side: int) -> np.ndarray:
     """(h, w, 3) uint8 -> (side, side, 3) uint8 (Lanczos; a no-op when the size already matches)."""
     if rgb.shape[0] == side and rgb.shape[1] == side:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.LANCZOS))
+    # np.array, not asarray: PIL's buffer is read-only (torch warns when wrapping it).
+    return np.array(Image.fromarray(rgb).resize((side, side), Image.Resampling.LANCZOS))
 
 
 def crop_image(image, crop: CropBox) -> np.ndarray:
@@ -139,6 +140,12 @@ def paste_back(frame, original, crop: CropBox, feather_px: float = 16.0) -> np.n
     blend = alpha[local] * patch[local] + (1.0 - alpha[local]) * result[ys, xs]
     result[ys, xs] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     return result
+
+
+def paste_back_frames(frames, original, crop: CropBox, feather_px: float = 16.0) -> np.ndarray:
+    """``frames: (j, S, S, 3)`` generated crops -> ``(j, H, W, 3)`` uint8, each pasted into
+    ``original (H, W, 3)`` with :func:`paste_back` (one chunk at a time keeps memory flat)."""
+    return np.stack([paste_back(frame, original, crop, feather_px) for frame in frames])
 
 
 def source_to_crop_points(points, crop: CropBox) -> np.ndarray:

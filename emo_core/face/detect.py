@@ -36,6 +36,23 @@ _NMS_CONTAINMENT = 0.7  # a box mostly inside a better one is the same face seen
 
 
 @dataclass(frozen=True)
+class FaceAdvice:
+    """How a no-face error tells the user what to do, worded for the caller's own settings.
+
+    ``no_face``: what to change when no face is found (only things that node or command offers);
+    ``face_index``: the name the caller gives the face index (``face_index``, ``--face-index``).
+    The defaults suit Python callers of ``emo_core`` (they can pass ``min_confidence``).
+    """
+
+    no_face: str = ("use a photo where the face is larger and closer to frontal, crop the image "
+                    "nearer the face, or lower min_confidence")
+    face_index: str = "face_index"
+
+
+LIBRARY_ADVICE = FaceAdvice()
+
+
+@dataclass(frozen=True)
 class FaceBox:
     """Axis-aligned face box in pixels: top-left ``(x, y)``, size ``(w, h)``, detector score."""
 
@@ -189,26 +206,25 @@ class FaceDetector:
                          name, len(boxes))
         return sorted(boxes, key=lambda b: (b.x, b.y))
 
-    def find(self, image, face_index: int = 0, name: str = "image") -> FaceBox:
-        """The ``face_index``-th face from the left; raises NoFaceError saying what to do."""
+    def find(self, image, face_index: int = 0, name: str = "image",
+             advice: FaceAdvice = LIBRARY_ADVICE) -> FaceBox:
+        """The ``face_index``-th face from the left; raises NoFaceError saying what to do
+        (``advice`` words it for the caller's settings)."""
         if int(face_index) < 0:
             raise EMOInputError(
-                f"face_index={face_index} is negative; use 0 for the leftmost face."
+                f"{advice.face_index}={face_index} is negative; use 0 for the leftmost face."
             )
         rgb = to_rgb_uint8(image, name=name)
         boxes = self.detect(rgb, name=name)
         if not boxes:
             raise NoFaceError(
-                f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]} px, "
-                f"min_confidence={self.min_confidence}); use a photo where the face is larger and "
-                "closer to frontal, crop the image nearer the face, lower min_confidence, or pass "
-                "your own face mask."
+                f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]} px); {advice.no_face}."
             )
         if face_index >= len(boxes):
             raise NoFaceError(
-                f"face_index={face_index} asked for, but only {len(boxes)} face(s) found in "
-                f"{name}; "
-                f"use a face_index below {len(boxes)} (0 = leftmost face)."
+                f"{advice.face_index}={face_index} asked for, but only {len(boxes)} face(s) "
+                f"found in {name}; use a {advice.face_index} below {len(boxes)} "
+                "(0 = leftmost face)."
             )
         return boxes[face_index]
 
@@ -227,7 +243,8 @@ def detect_faces(image, model_dir, min_confidence: float = 0.5) -> list[FaceBox]
         return detector.detect(image)
 
 
-def find_face(image, model_dir, face_index: int = 0, min_confidence: float = 0.5) -> FaceBox:
+def find_face(image, model_dir, face_index: int = 0, min_confidence: float = 0.5,
+              advice: FaceAdvice = LIBRARY_ADVICE) -> FaceBox:
     """The ``face_index``-th face from the left in one image; raises NoFaceError."""
     with FaceDetector(model_dir, min_confidence) as detector:
-        return detector.find(image, face_index)
+        return detector.find(image, face_index, advice=advice)

@@ -1,8 +1,17 @@
 """Face Locator mask: the union of the face boxes over a clip, expanded, at image and latent size.
 
 EMO's Face Locator is a "weak" condition: the face may move anywhere inside the box, so the box is
-the union over all frames, grown by ``expand_ratio`` around its centre to leave room for head motion
-(a single reference image has no motion of its own, hence the default 1.5x width and height).
+the union over all frames, grown to leave room for head motion.
+
+``expand_ratio`` has ONE meaning everywhere (this module, ``GenerateRequest.mask_expand``, the CLI's
+``--mask-expand``, the Face Locator Mask node, the example workflows): grow the box by this
+fraction of its width on the left and on the right, and of its height at the top and at the
+bottom. 0 keeps the detected box; the default 0.25 gives a box 1.5x as wide and high (2.25x the
+area). Why 0.25: training masks are the union of the per-frame boxes of a clip, but at inference
+one reference image has no motion of its own and one mask serves every clip, so it must hold the
+whole head range of the video. Talking-head footage (HDTF-like) moves the BlazeFace box (brows to
+chin) by up to about a quarter of its size (a 25 degree yaw or a nod), so a quarter on every side
+covers it while the mask (60 % of the 2.5x face crop's side) still pins the face position.
 """
 
 from __future__ import annotations
@@ -15,12 +24,22 @@ import numpy as np
 
 from ..errors import EMOInputError, NoFaceError
 from ..image import to_rgb_frames
-from .detect import FaceBox, FaceDetector
+from .detect import FaceAdvice, FaceBox, FaceDetector
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXPAND_RATIO = 1.5
+DEFAULT_MASK_EXPAND = 0.25
+MAX_MASK_EXPAND = 2.0  # 5x the box on each axis: more than any crop holds
+MASK_EXPAND_HELP = (
+    "Grow the detected face box by this fraction of its size on every side (0 = the box itself; "
+    f"default {DEFAULT_MASK_EXPAND}: 1.5x wider and taller, room for head motion). Larger allows "
+    "more head motion but loosens control over the face position."
+)
 LATENT_SCALE = 8  # SD VAE downsampling factor
+
+MASK_ADVICE = FaceAdvice(
+    no_face="use a photo where the face is larger and closer to frontal, lower min_confidence, "
+            "or build the mask yourself with box_mask()")
 
 
 @dataclass(frozen=True)
@@ -42,19 +61,29 @@ def union_box(boxes) -> FaceBox:
     return FaceBox(x0, y0, x1 - x0, y1 - y0, min(b.score for b in boxes))
 
 
-def expand_box(box: FaceBox, ratio: float, image_size) -> FaceBox:
-    """Scale ``box`` by ``ratio`` (width and height) around its centre, clamped to the image.
-
-    image_size: (H, W). ratio 1.0 keeps the box; the result is at least 1 px wide and high.
-    """
-    if not (math.isfinite(ratio) and ratio > 0):
+def check_mask_expand(expand_ratio, name: str = "expand_ratio") -> float:
+    """``expand_ratio`` as a float in ``0..MAX_MASK_EXPAND``, else EMOInputError naming ``name``."""
+    value = float(expand_ratio) if isinstance(expand_ratio, (int, float)) else math.nan
+    if isinstance(expand_ratio, bool) or not (math.isfinite(value)
+                                              and 0.0 <= value <= MAX_MASK_EXPAND):
         raise EMOInputError(
-            f"expand_ratio={ratio!r} is invalid; use a positive number such as "
-            f"{DEFAULT_EXPAND_RATIO} (1.0 = the detected box, larger = room for head motion)."
+            f"{name}={expand_ratio!r} is invalid; use a fraction of the face box added on "
+            f"every side, 0..{MAX_MASK_EXPAND:g} (0 = the detected box, default "
+            f"{DEFAULT_MASK_EXPAND} = room for head motion)."
         )
+    return value
+
+
+def expand_box(box: FaceBox, expand_ratio: float, image_size) -> FaceBox:
+    """Grow ``box`` by ``expand_ratio`` x its width (height) on each side, clamped to the image.
+
+    image_size: (H, W). 0 keeps the box, 0.25 makes it 1.5x as wide and high around the same
+    centre; the result is at least 1 px wide and high.
+    """
+    scale = 1.0 + 2.0 * check_mask_expand(expand_ratio)
     height, width = int(image_size[0]), int(image_size[1])
     cx, cy = box.center
-    half_w, half_h = box.w * ratio / 2.0, box.h * ratio / 2.0
+    half_w, half_h = box.w * scale / 2.0, box.h * scale / 2.0
     x0 = min(max(math.floor(cx - half_w), 0), width - 1)
     y0 = min(max(math.floor(cy - half_h), 0), height - 1)
     x1 = max(min(math.ceil(cx + half_w), width), x0 + 1)
@@ -80,18 +109,20 @@ def latent_box_mask(box: FaceBox, height: int, width: int, scale: int = LATENT_S
     return box_mask(cell, height // scale, width // scale)
 
 
-def face_locator_mask(images, model_dir, expand_ratio: float = DEFAULT_EXPAND_RATIO,
-                      face_index: int = 0, min_confidence: float = 0.5) -> FaceMask:
+def face_locator_mask(images, model_dir, expand_ratio: float = DEFAULT_MASK_EXPAND,
+                      face_index: int = 0, min_confidence: float = 0.5,
+                      advice: FaceAdvice = MASK_ADVICE) -> FaceMask:
     """Union face box over ``images`` -> FaceMask.
 
     images: (B, H, W, 3) array/tensor, one (H, W, 3) image or a list of them (same size).
     Frames without a face (or with fewer than ``face_index + 1`` faces) are skipped and logged;
-    NoFaceError when no frame has one.
+    NoFaceError when no frame has one, worded by ``advice`` for the caller's settings.
     """
     if int(face_index) < 0:
-        raise EMOInputError(f"face_index={face_index} is negative; use 0 for the leftmost face.")
+        raise EMOInputError(
+            f"{advice.face_index}={face_index} is negative; use 0 for the leftmost face.")
     frames = to_rgb_frames(images, name="face mask images")
-    expand_box(FaceBox(0, 0, 1, 1), expand_ratio, (1, 1))  # validate the ratio before detecting
+    check_mask_expand(expand_ratio)  # before the detector runs
     height, width = frames[0].shape[:2]
     boxes, missing = [], []
     with FaceDetector(model_dir, min_confidence) as detector:
@@ -104,9 +135,8 @@ def face_locator_mask(images, model_dir, expand_ratio: float = DEFAULT_EXPAND_RA
     if not boxes:
         which = "the image" if len(frames) == 1 else f"any of the {len(frames)} images"
         raise NoFaceError(
-            f"no face (face_index={face_index}) found in {which} ({width}x{height} px, "
-            f"min_confidence={min_confidence}); use a photo where the face is larger and closer "
-            "to frontal, crop nearer the face, lower min_confidence, or pass your own face mask."
+            f"no face ({advice.face_index}={face_index}) found in {which} ({width}x{height} px); "
+            f"{advice.no_face}."
         )
     if missing:
         logger.warning("no face found in %d of %d frames (first: %s); they are left out of the "

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import EMOInputError
 from .emo_checkpoint import FOLDER_FILE, save_emo_checkpoint
+from .safe_load import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def write_demo_weights(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     try:
         save_emo_checkpoint(models, staging / FOLDER_FILE)
         _write_wav2vec(staging / WAV2VEC_FOLDER, seed)
+        follow_umask(staging)  # mkdtemp (0700, may become out_dir) and safetensors files (0600)
         _install(staging, out_dir)
     finally:
         if staging.exists():

@@ -159,12 +159,30 @@ def save_safetensors_atomic(
     os.close(handle)
     try:
         save_file(prepared, temp_name, metadata=meta)
+        # mkstemp and safetensors (0.8 replaces the file) both leave 0600: follow the umask.
+        os.chmod(temp_name, umask_mode(0o666))
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     logger.info("wrote %s (%d tensors)", path, len(prepared))
     return path
+
+
+def umask_mode(mode: int) -> int:
+    """``mode`` with the process umask applied: what ``open()``/``mkdir()`` would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def follow_umask(root: Path) -> None:
+    """chmod ``root`` and everything under it as plain ``open``/``mkdir`` would have made them
+    (third-party writers such as safetensors 0.8 and ``mkdtemp`` create 0600 / 0700)."""
+    root = Path(root)
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(umask_mode(0o777 if path.is_dir() else 0o666))
 
 
 def metadata_json(value: object) -> str:

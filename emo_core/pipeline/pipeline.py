@@ -67,6 +67,11 @@ class EMOPipeline:
 
         ``audio``: AudioFeatures (``windows: (F, 2m+1, L, C)``); ``face_mask``: ``(S, S)`` or
         ``(F, S, S)`` float (union per clip); ``speed``: ``(F,)`` deg/frame or a float.
+        Progress counts ``steps + 1`` units per clip: the clip's preparation (ReferenceNet and
+        the condition encoders) and each denoising step. ``progress(0, total)`` comes before any
+        model runs, and ``cancel`` is asked before every model call that can take long
+        (ReferenceNet, each Backbone step), so a host's progress bar shows up at once and an
+        interrupt raised from either callback lands within one model call.
         """
         settings.validate()
         total_frames = int(audio.num_frames)
@@ -74,17 +79,21 @@ class EMOPipeline:
         spans = clip_spans(total_frames, settings.frames_per_clip)
         plan = plan_guidance(settings.guidance_mode, settings.guidance_reference,
                              settings.guidance_audio)
-        total_steps = settings.steps * len(spans)
+        per_clip = settings.steps + 1
+        total = per_clip * len(spans)
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         logger.info("generating %d frames in %d clips of %d (+%d motion frames), %d steps each",
                     total_frames, len(spans), settings.frames_per_clip, settings.motion_frames,
                     settings.steps)
+        _report(progress, 0, total)
         motion_latents = self._first_motion(reference, settings)
         for span in spans:
+            _check_cancel(cancel, f"cancelled before clip {span.index + 1}")
             features = self._reference_features(reference, motion_latents, plan.batch)
             conditions = self._clip_conditions(span, audio, face_mask, speed, plan, total_frames)
+            _report(progress, span.index * per_clip + 1, total)
             latents = self._denoise(span, features, conditions, plan, settings, generator,
-                                    progress, cancel, total_steps)
+                                    progress, cancel, (span.index * per_clip + 1, total))
             yield latents[0, :span.keep]
             if settings.motion_frames:
                 motion_latents = latents[:, -settings.motion_frames:]
@@ -92,8 +101,10 @@ class EMOPipeline:
     # ------------------------------------------------------------------ steps
     def _denoise(self, span: ClipSpan, features, conditions: ClipConditions, plan: GuidancePlan,
                  settings: GenerationSettings, generator: torch.Generator,
-                 progress: ProgressFn | None, cancel: CancelFn | None, total_steps: int):
-        """One clip: ``(1, f, 4, h, w)`` noise -> clean latents, ``steps`` Backbone forwards."""
+                 progress: ProgressFn | None, cancel: CancelFn | None, counter: tuple[int, int]):
+        """One clip: ``(1, f, 4, h, w)`` noise -> clean latents, ``steps`` Backbone forwards.
+
+        ``counter``: (progress units done before this clip's first step, total units)."""
         scheduler = make_scheduler(settings.scheduler,
                                    settings.prediction_type or self.models.prediction_type)
         scheduler.set_timesteps(settings.steps, device=self.device)
@@ -102,8 +113,7 @@ class EMOPipeline:
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         latents = noise.to(self.device) * scheduler.init_noise_sigma
         for step, timestep in enumerate(scheduler.timesteps):
-            if cancel is not None and cancel():
-                raise EMOCancelled(f"cancelled at clip {span.index + 1}, step {step + 1}")
+            _check_cancel(cancel, f"cancelled at clip {span.index + 1}, step {step + 1}")
             model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
             eps = self.models.backbone(
                 model_input.expand(plan.batch, *shape[1:]), timestep,
@@ -114,8 +124,7 @@ class EMOPipeline:
             )
             eps = plan.combine(eps.float())
             latents = scheduler.step(eps, timestep, latents).prev_sample
-            if progress is not None:
-                progress(span.index * settings.steps + step + 1, total_steps)
+            _report(progress, counter[0] + step + 1, counter[1])
         return latents.to(self.dtype)
 
     def _reference_features(self, reference: EncodedReference, motion_latents, batch: int):
@@ -197,3 +206,13 @@ class EMOPipeline:
                 f"got shape {tuple(speed.shape)}"
             )
         return speed
+
+
+def _report(progress: ProgressFn | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _check_cancel(cancel: CancelFn | None, message: str) -> None:
+    if cancel is not None and cancel():
+        raise EMOCancelled(message)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import EMOInputError
+from ..errors import EMOCancelled, EMOInputError
+from ..face.detect import FaceAdvice
+from ..face.mask import DEFAULT_MASK_EXPAND
 from .pipeline import CancelFn, EMOPipeline, ProgressFn
 from .reference import encode_reference
 from .runtime import resolve_device, resolve_dtype
@@ -36,7 +38,7 @@ class GenerateRequest:
     speed_keyframes: str | None = None
     speed_video: Path | None = None
     face_index: int = 0
-    mask_expand: float = 0.3
+    mask_expand: float = DEFAULT_MASK_EXPAND  # emo_core.face.mask: fraction added on every side
     paste_back: bool = False
     allow_silence: bool = False
     device: str = "auto"
@@ -45,33 +47,66 @@ class GenerateRequest:
     prepare_models: Callable | None = None
 
 
+# What a command-line user can change when no face is found (no crop or mask options there).
+CLI_FACE_ADVICE = FaceAdvice(
+    no_face="pass an --image where the face is larger and closer to frontal, or crop the photo "
+            "nearer the face first",
+    face_index="--face-index")
+
+
+@dataclass(frozen=True)
+class PreparedPortrait:
+    """``original: (H, W, 3)`` uint8; ``crop``: CropBox of the face square in it;
+    ``portrait: (S, S, 3)`` uint8 crop; ``mask``: FaceMask on the portrait (Face Locator)."""
+
+    original: np.ndarray
+    crop: object
+    portrait: np.ndarray
+    mask: object
+
+
+def prepare_portrait(request: GenerateRequest, settings: GenerationSettings) -> PreparedPortrait:
+    """Image file -> face crop at ``settings.size`` -> Face Locator mask (``mask_expand``)."""
+    from ..face.crop import crop_image, face_crop_box
+    from ..face.detect import find_face
+    from ..face.mask import face_locator_mask
+    from ..image import load_image_file
+
+    original = load_image_file(request.image)
+    face = find_face(original, request.mediapipe, face_index=request.face_index,
+                     advice=CLI_FACE_ADVICE)
+    crop = face_crop_box(face, original.shape[:2], out_size=settings.size)
+    portrait = crop_image(original, crop)
+    mask = face_locator_mask(portrait[None], request.mediapipe, expand_ratio=request.mask_expand,
+                             advice=CLI_FACE_ADVICE)
+    return PreparedPortrait(original, crop, portrait, mask)
+
+
 def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    cancel: CancelFn | None = None) -> Path:
     """Run EMO end to end and write ``request.out`` atomically; returns the path."""
     from ..audio.features import extract_audio_features
     from ..audio.waveform import load_audio_file
-    from ..face.crop import crop_image, face_crop_box, paste_back
-    from ..face.detect import find_face
-    from ..face.mask import face_locator_mask
-    from ..image import load_image_file
+    from ..face.crop import paste_back_frames
+    from ..face.mask import check_mask_expand
     from ..io.emo_checkpoint import load_emo_checkpoint
     from ..io.wav2vec import load_wav2vec
 
     settings = request.settings.validate()
+    check_mask_expand(request.mask_expand, "--mask-expand")
     _check_output(request.out)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
 
-    original = load_image_file(request.image)
-    face = find_face(original, request.mediapipe, face_index=request.face_index)
-    crop = face_crop_box(face, original.shape[:2], out_size=settings.size)
-    portrait = crop_image(original, crop)
-    mask = face_locator_mask(portrait[None], request.mediapipe, expand_ratio=request.mask_expand)
+    prepared = prepare_portrait(request, settings)
+    original, crop, portrait, mask = (prepared.original, prepared.crop, prepared.portrait,
+                                      prepared.mask)
 
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
     wav2vec = load_wav2vec(request.wav2vec, device=device)
-    audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device)
+    audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device,
+                                   cancel=cancel)
     del wav2vec  # not needed while sampling; frees its memory
     speed = _speed_curve(request, audio.num_frames, settings.fps)
 
@@ -79,6 +114,8 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     if request.prepare_models is not None:
         request.prepare_models(models)
     pipeline = EMOPipeline(models, device=device, dtype=dtype)
+    if cancel is not None and cancel():  # the checkpoint load may have taken a while
+        raise EMOCancelled("cancelled before encoding the reference")
     reference = encode_reference(models, portrait, device=device, dtype=dtype)
     frames = pipeline.generate_frames(reference, audio, torch.from_numpy(mask.image_mask), speed,
                                       settings, progress=progress, cancel=cancel)
@@ -88,8 +125,7 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    audio=(waveform, sample_rate)) as writer:
         for chunk in frames:
             if request.paste_back:
-                chunk = [paste_back(frame, original, crop) for frame in chunk]
-                chunk = np.stack(chunk)
+                chunk = paste_back_frames(chunk, original, crop)
             writer.write(chunk[:, :height, :width])
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
