@@ -80,3 +80,8 @@ def main(argv: list[str] | None = None) -> int:
               f"installed; install it (training tools: pip install accelerate tensorboard)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def entry() -> None:
+    """Console script ``emo-portrait`` (pyproject ``[project.scripts]``)."""
+    sys.exit(main())
