@@ -131,18 +131,23 @@ def _check_existing_weights(folder: Path) -> None:
 
 
 def run(args) -> int:
+    package_logger = logging.getLogger("emo_core")
+    level = package_logger.level
     with DemoProgress() as progress:
         progress.stage("checking inputs")
         _preflight(args)
         if not getattr(args, "verbose", False):
-            logging.getLogger("emo_core").setLevel(logging.WARNING)
-            # One progress bar: no MediaPipe/LiteRT info lines, no transformers weight bars.
+            package_logger.setLevel(logging.WARNING)  # the bar and the result, no info lines
+            # No MediaPipe/LiteRT info lines, no transformers weight-loading bars either.
             for name, value in (("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2"),
                                 ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
                 os.environ.setdefault(name, value)
-        if args.talking_cartoon:
-            return run_talking_cartoon(args, progress)
-        return run_noise_demo(args, progress)
+        try:
+            if args.talking_cartoon:
+                return run_talking_cartoon(args, progress)
+            return run_noise_demo(args, progress)
+        finally:
+            package_logger.setLevel(level)
 
 
 def run_noise_demo(args, progress: DemoProgress) -> int:
