@@ -31,7 +31,7 @@ done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PI
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"rc": done.returncode, "cpu_s": usage.ru_utime + usage.ru_stime,
                   "peak_mb": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start,
-                  "stdout": done.stdout[-20000:], "stderr": done.stderr[-4000:]}))
+                  "stdout": done.stdout[-20000:], "stderr": done.stderr[-50000:]}))
 """
 
 
