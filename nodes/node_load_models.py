@@ -60,9 +60,13 @@ class EMOLoadModels(io.ComfyNode):
     def validate_inputs(cls, checkpoint, wav2vec2):
         # Combo lists are skipped for these two (ComfyUI does that when validate_inputs names
         # them), so a missing file gets our message naming the folder instead of "not in list".
+        # The checkpoint's safetensors header and config and wav2vec2's config.json are read too
+        # (milliseconds, no tensors): a wrong file fails at queue time, not after minutes of loading.
+        from emo_core.pipeline.preflight import check_emo_checkpoint, check_wav2vec_folder
+
         try:
-            bridge.checkpoint_path(checkpoint)
-            bridge.wav2vec2_path(wav2vec2)
+            check_emo_checkpoint(bridge.checkpoint_path(checkpoint))
+            check_wav2vec_folder(bridge.wav2vec2_path(wav2vec2))
         except EMOInputError as error:
             return str(error)
         return True

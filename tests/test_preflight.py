@@ -153,3 +153,29 @@ def test_demo_refuses_before_building_or_loading_weights(tmp_path, monkeypatch, 
     assert constructions == []
     assert not (tmp_path / "cache").exists()  # no demo weights were built
     assert not list(tmp_path.glob("emo-output/*.mp4"))  # no placeholder left behind
+
+
+@pytest.mark.comfyui
+def test_load_models_node_refuses_a_non_emo_file_at_queue_time(inputs, tmp_path, constructions):
+    """Load EMO Models' validate_inputs reads the checkpoint header and wav2vec2's config.json,
+    so a wrong file named like a checkpoint fails when the prompt is queued, loading nothing."""
+    from tests.comfyui_harness import import_pack_in_process
+
+    loader = import_pack_in_process("node_load_models")["node_load_models"].EMOLoadModels
+    import folder_paths
+
+    shutil.copy2(inputs["plain"], tmp_path / "not_emo.safetensors")
+    (tmp_path / "emo.safetensors").symlink_to(inputs["weights"] / "emo.safetensors")
+    folder_paths.add_model_folder_path("emo", str(tmp_path))
+    folder_paths.add_model_folder_path("wav2vec2", str(inputs["weights"]))
+    no_weights = tmp_path / "w2v" / "wav2vec_no_weights"  # config.json only
+    no_weights.mkdir(parents=True)
+    shutil.copy2(inputs["weights"] / "wav2vec2" / "config.json", no_weights)
+    folder_paths.add_model_folder_path("wav2vec2", str(no_weights.parent))
+    constructions.clear()  # ComfyUI's own imports may build modules; count from here
+    assert loader.validate_inputs("emo.safetensors", "wav2vec2") is True
+    message = loader.validate_inputs("not_emo.safetensors", "wav2vec2")
+    assert "not an EMO checkpoint" in message and "not_emo.safetensors" in message
+    message = loader.validate_inputs("emo.safetensors", "wav2vec_no_weights")
+    assert "has no weights" in message
+    assert constructions == []
