@@ -80,7 +80,7 @@ emo_build_deps_venv() {  # emo_build_deps_venv VENV (holds the cache lock while 
 
 emo_build_clone_venv() {  # emo_build_clone_venv DEPS_VENV -> $EMO_REPO/.venv with the package
     local clone="$EMO_REPO/.venv" stamp
-    stamp="$1 $(sha256sum "$EMO_REPO/pyproject.toml" | cut -c1-16)"
+    stamp="$1 $EMO_REPO $(sha256sum "$EMO_REPO/pyproject.toml" | cut -c1-16)"
     if [[ -f "$clone/.emo-stamp" && "$(cat "$clone/.emo-stamp")" == "$stamp" \
           && -x "$clone/bin/emo-portrait" ]]; then
         log "package env reused: $clone"
