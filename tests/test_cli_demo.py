@@ -80,3 +80,13 @@ def test_talking_cartoon_demo_without_weights_says_where_they_come_from(tmp_path
     assert done.returncode == 2
     assert "prove-learning" in done.stderr and "nothing-here" in done.stderr
     assert not out.exists()
+
+
+def test_talking_cartoon_demo_needs_no_training_packages():
+    """`pip install emo-portrait` without the [train] extra: the cartoon demo must still import
+    (accelerate is blocked here, as if it were not installed)."""
+    code = ("import sys; sys.modules['accelerate'] = None; "
+            "import emo_core.cli.demo_cartoon; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
