@@ -61,12 +61,15 @@ class EMOLoadModels(io.ComfyNode):
         # ComfyUI 0.3.75 files a validate_inputs message under EVERY input this signature
         # names (and does not list-check V3 combos), so naming both inputs reported a missing
         # checkpoint twice, once under wav2vec2. Only checkpoint is checked here (once, under
-        # its own name); wav2vec2 is resolved first thing in execute, before any weights load,
-        # with the same kind of message naming the folders.
+        # its own name): its safetensors header and config are read too (milliseconds, no
+        # tensors), so a wrong file fails at queue time. wav2vec2 is checked first thing in
+        # execute, before any weights load, with the same kind of message naming the folders.
+        from emo_core.pipeline.preflight import check_emo_checkpoint
+
         if checkpoint is None:  # linked from another node: checked when it runs
             return True
         try:
-            bridge.checkpoint_path(checkpoint)
+            check_emo_checkpoint(bridge.checkpoint_path(checkpoint))
         except EMOInputError as error:
             return str(error)
         return True
@@ -76,13 +79,15 @@ class EMOLoadModels(io.ComfyNode):
                 **style) -> io.NodeOutput:
         from emo_core.io.emo_checkpoint import load_emo_checkpoint
         from emo_core.io.wav2vec import load_wav2vec
+        from emo_core.pipeline.preflight import check_wav2vec_folder
 
         run_device = bridge.torch_device(device)
         dtype = bridge.torch_dtype(precision, run_device)
         offload = device == "auto" and run_device.type != "cpu"
         load_device = bridge.offload_device() if offload else run_device
         path = bridge.checkpoint_path(checkpoint)
-        wav2vec_path = bridge.wav2vec2_path(wav2vec2)  # before any loading: fail in a moment
+        # Before any loading: a missing or wrong wav2vec2 folder fails in a moment.
+        wav2vec_path = check_wav2vec_folder(bridge.wav2vec2_path(wav2vec2))
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
         models = load_emo_checkpoint(path, device=load_device, dtype=dtype)
         wav2vec = load_wav2vec(wav2vec_path, device=load_device, dtype=dtype)

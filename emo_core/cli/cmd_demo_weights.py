@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .help_format import HelpFormatter
+
 NOISE_NOTE = ("note: demo weights are RANDOM; they test the software, and the videos they make "
               "are noise. Use real weights (see README) for talking heads.")
 
@@ -16,7 +18,7 @@ NOISE_NOTE = ("note: demo weights are RANDOM; they test the software, and the vi
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo-weights", help="write tiny random weights for testing (videos are noise)",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path,
                         help="folder to write emo.safetensors and wav2vec2/ into")

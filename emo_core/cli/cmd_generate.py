@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..face.mask import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP
-from ..pipeline.settings import SCHEDULERS, GenerationSettings
+from ..face.mask_expand import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP
+from ..pipeline.settings import FPS_RANGE, SCHEDULERS, GenerationSettings
+from .help_format import HelpFormatter
 from .progress import TqdmProgress
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
 
@@ -17,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="generate a talking/singing video from one portrait and one audio file",
         description="Generate a talking/singing video: the face in IMAGE speaks AUDIO. Output is an "
         "H.264 + AAC mp4 with exactly round(audio seconds x fps) frames, written atomically.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
     parser.add_argument("--image", type=Path, required=True,
@@ -42,7 +43,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = GenerationSettings()
     parser.add_argument("--fps", type=float, default=defaults.fps,
-                        help="video frame rate; any value, e.g. 12.5, 24, 25, 29.97, 30")
+                        help=f"video frame rate, {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames per "
+                        "second, fractional allowed (e.g. 12.5, 24, 25, 29.97, 30, 60)")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help="denoising steps per clip: more is slower and cleaner (paper: 40)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
@@ -122,10 +124,21 @@ def _apply_style(models, args) -> None:
     print(f"style: {report.describe()}")
 
 
+def style_files(args) -> list[tuple[str, Path]]:
+    """The style weight files named on the command line, as ``(option, path)``."""
+    files = [(option, path) for option, path in (("--style-checkpoint", args.style_checkpoint),
+                                                 ("--base-checkpoint", args.base_checkpoint))
+             if path is not None]
+    return files + [("--lora", path) for path, _ in args.lora]
+
+
 def run(args) -> int:
+    from ..pipeline.preflight import preflight_request
     from ..pipeline.run import generate_video
 
+    request = request_from_args(args)
+    preflight_request(request, style_files(args))  # every input checked before any model loads
     with TqdmProgress() as progress:
-        out = generate_video(request_from_args(args), progress=progress)
+        out = generate_video(request, progress=progress)
     print(f"wrote {out}")
     return 0

@@ -13,17 +13,17 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
+from .help_format import HelpFormatter
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = ("fp32", "fp16", "bf16")  # names of emo_core.pipeline.runtime.DTYPES; torch loads lazily
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "init-checkpoint", help="SD1.5 + AnimateDiff -> untrained EMO checkpoint",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--sd15", type=Path, required=True,
                         help="SD1.5 single file (.safetensors/.ckpt) or diffusers folder")
     parser.add_argument("--motion-module", type=Path, required=True,
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-vae", action="store_true", help="store no VAE in the checkpoint")
     parser.add_argument("--preset", choices=("sd15", "tiny"), default="sd15",
                         help="architecture preset (tiny: test-sized models)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32",
                         help="tensor type stored in the file (fp16 halves its size)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for the new branches' non-zero parameters")
@@ -81,6 +81,8 @@ def _load_sources(args, unet_config, vae_config):
 
 def build_initial_models(unet, vae, motion, preset: str, seed: int):
     """EMOModels: ReferenceNet/Backbone copied from ``unet``, AnimateDiff loaded, rest zero."""
+    import torch
+
     from ..io.animatediff import apply_motion_module
     from ..models.emo_models import EMOModels
     from ..models.presets import emo_component_configs
@@ -96,12 +98,13 @@ def build_initial_models(unet, vae, motion, preset: str, seed: int):
 def run(args) -> int:
     from ..io.emo_checkpoint import save_emo_checkpoint
     from ..models.presets import unet_config, vae_config
+    from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
     _check_args(args)
     unet, vae, motion = _load_sources(args, unet_config(args.preset), vae_config(args.preset))
     models = build_initial_models(unet, vae, motion, args.preset, args.seed)
     del unet
-    out = save_emo_checkpoint(models.to(DTYPES[args.dtype]), args.out)
+    out = save_emo_checkpoint(models.to(TORCH_DTYPES[args.dtype]), args.out)
     parameters = sum(p.numel() for p in models.parameters())
     print(f"EMO checkpoint written to {out.resolve()} ({parameters / 1e6:.1f} M parameters, "
           f"{args.dtype}, VAE {'included' if vae is not None else 'not included'})")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .help_format import HelpFormatter
+
 SAMPLES_MEDIAPIPE = Path(__file__).resolve().parents[1] / "samples" / "mediapipe"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "prepare-data", help="turn talking-head videos into training shards",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--videos", type=Path, required=True,
                         help="folder of .mp4/.mov/.mkv talking-head videos (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="shard folder to create")

@@ -9,20 +9,26 @@ import dataclasses
 import json
 from pathlib import Path
 
+from .help_format import HelpFormatter
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "prove-learning", help="train a tiny EMO on procedural faces and measure what it learned",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prove_learning"),
-                        help="folder for proof.json, held_out_sample.mp4 and tiny_emo/")
+        description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("emo-output/prove-learning"),
+                        help="folder for proof.json, held_out_sample.mp4 and tiny_emo/ (the "
+                             "committed figures in benchmarks/results/prove_learning are only "
+                             "replaced when you name that folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy 2-core machine)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every training step count (0.1 = quick smoke run)")
     parser.add_argument("--smoke", action="store_true",
                         help="minimal evaluation too (2 sampling steps, 1 sample): checks wiring")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of model initialisation, training audio and order, and sampling "
+                             "noise (the held-out faces and audio stay the same)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the shards and per-stage checkpoints under OUT/work")
     return parser

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .help_format import HelpFormatter
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train EMO stage 1, 2 or 3 (accelerate: CPU, GPU, multi-GPU)",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--stage", type=int, choices=(1, 2, 3), required=True,
                         help="1: images (ReferenceNet, Backbone, Face Locator); 2: + temporal and "
                              "audio layers on clips; 3: temporal + speed layers only")

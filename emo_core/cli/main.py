@@ -45,7 +45,8 @@ def _available_commands() -> dict[str, object]:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
-        prog="python -m emo_core",
+        # The name the user typed: the `emo-portrait` console script or `python -m emo_core`.
+        prog="emo-portrait" if sys.argv[0].endswith("emo-portrait") else "python -m emo_core",
         description="EMO Portrait: one portrait + one audio clip -> talking/singing video.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -80,3 +81,8 @@ def main(argv: list[str] | None = None) -> int:
               f"installed; install it (training tools: pip install accelerate tensorboard)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def entry() -> None:
+    """Console script ``emo-portrait`` (pyproject ``[project.scripts]``)."""
+    sys.exit(main())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from tqdm import tqdm
-
 
 class TqdmProgress:
     def __init__(self, desc: str = "denoising"):
@@ -17,6 +15,8 @@ class TqdmProgress:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
+            from tqdm import tqdm  # imported on first use: --help must not pay for it
+
             self.bar = tqdm(total=total, desc=self.desc, unit="step", file=sys.stderr)
         self.bar.update(done - self.bar.n)
 

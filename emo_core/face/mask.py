@@ -25,16 +25,15 @@ import numpy as np
 from ..errors import EMOInputError, NoFaceError
 from ..image import to_rgb_frames
 from .detect import FaceAdvice, FaceBox, FaceDetector
+from .mask_expand import (  # noqa: F401  (re-exported: callers import them from here)
+    DEFAULT_MASK_EXPAND,
+    MASK_EXPAND_HELP,
+    MAX_MASK_EXPAND,
+    check_mask_expand,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MASK_EXPAND = 0.25
-MAX_MASK_EXPAND = 2.0  # 5x the box on each axis: more than any crop holds
-MASK_EXPAND_HELP = (
-    "Grow the detected face box by this fraction of its size on every side (0 = the box itself; "
-    f"default {DEFAULT_MASK_EXPAND}: 1.5x wider and taller, room for head motion). Larger allows "
-    "more head motion but loosens control over the face position."
-)
 LATENT_SCALE = 8  # SD VAE downsampling factor
 
 MASK_ADVICE = FaceAdvice(
@@ -59,19 +58,6 @@ def union_box(boxes) -> FaceBox:
     x0, y0 = min(b.x for b in boxes), min(b.y for b in boxes)
     x1, y1 = max(b.x1 for b in boxes), max(b.y1 for b in boxes)
     return FaceBox(x0, y0, x1 - x0, y1 - y0, min(b.score for b in boxes))
-
-
-def check_mask_expand(expand_ratio, name: str = "expand_ratio") -> float:
-    """``expand_ratio`` as a float in ``0..MAX_MASK_EXPAND``, else EMOInputError naming ``name``."""
-    value = float(expand_ratio) if isinstance(expand_ratio, (int, float)) else math.nan
-    if isinstance(expand_ratio, bool) or not (math.isfinite(value)
-                                              and 0.0 <= value <= MAX_MASK_EXPAND):
-        raise EMOInputError(
-            f"{name}={expand_ratio!r} is invalid; use a fraction of the face box added on "
-            f"every side, 0..{MAX_MASK_EXPAND:g} (0 = the detected box, default "
-            f"{DEFAULT_MASK_EXPAND} = room for head motion)."
-        )
-    return value
 
 
 def expand_box(box: FaceBox, expand_ratio: float, image_size) -> FaceBox:

@@ -11,6 +11,7 @@ SCHEDULERS = ("ddim", "ddim-vpred-trailing", "dpmpp-2m", "euler", "unipc")
 GUIDANCE_MODES = ("separate", "joint")
 FIRST_CLIP_MOTION = ("zeros", "reference")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+FPS_RANGE = (1.0, 120.0)  # frames per second accepted by validate() (and stated by --help)
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,9 @@ class GenerationSettings:
 
     def validate(self) -> GenerationSettings:
         """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
-        if not (math.isfinite(self.fps) and 1.0 <= self.fps <= 120.0):
-            raise EMOInputError(f"fps must be between 1 and 120, got {self.fps}")
+        if not (math.isfinite(self.fps) and FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]):
+            raise EMOInputError(f"fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g}, "
+                                f"got {self.fps}")
         _check_int("steps", self.steps, 1, 1000)
         _check_int("frames_per_clip", self.frames_per_clip, 1, 32)
         _check_int("motion_frames", self.motion_frames, 0, 31)

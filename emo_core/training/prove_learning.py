@@ -28,7 +28,6 @@ from ..models.presets import emo_component_configs, unet_config, vae_config, wav
 from .config import DropoutConfig, TrainConfig
 from .procedural.shards import write_procedural_shards
 from .procedural.vae import fit_vae, latent_scale
-from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +141,8 @@ def train_stages(plan: ProofPlan, out: Path, init: Path) -> tuple[Path, dict]:
             info[f"stage{stage}"] = dict(_read_json(folder / "info.json"), reused=True)
             checkpoint = final
             continue
+        from .trainer import Trainer  # accelerate: training only, not the cartoon demo
+
         started = time.time()
         trainer = Trainer(_stage_config(plan, stage, data, out, checkpoint))
         losses = trainer.train()

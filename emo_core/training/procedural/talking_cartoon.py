@@ -25,14 +25,16 @@ def cartoon_mask(identity: Identity, size: int) -> torch.Tensor:
 
 
 def generate_talking_cartoon(pipeline, wav2vec, identity: Identity, waveform: torch.Tensor,
-                             sample_rate: int, speed, settings, size: int = 64) -> np.ndarray:
+                             sample_rate: int, speed, settings, size: int = 64,
+                             progress=None) -> np.ndarray:
     """``waveform: (T,) | (C, T)``, ``speed``: deg/frame (float or ``(F,)``) ->
-    ``(F, size, size, 3)`` uint8 frames, F = round(seconds x settings.fps)."""
+    ``(F, size, size, 3)`` uint8 frames, F = round(seconds x settings.fps). ``progress``: the
+    pipeline's ``progress(done, total)`` callback."""
     reference = encode_reference(pipeline.models, render_face(identity, 0.0, 0.0, size))
     audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps)
     latents = torch.cat(list(pipeline.generate_latents(
         reference, audio, cartoon_mask(identity, size), torch.as_tensor(speed, dtype=torch.float32),
-        settings)))
+        settings, progress)))
     return np.concatenate(list(pipeline.decode_latents(latents, 16)))
 
 

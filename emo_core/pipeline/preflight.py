@@ -1,0 +1,199 @@
+"""Fail fast: check every input of a run before the first model is loaded.
+
+A wrong path, a PNG given as the checkpoint or an unwritable output folder must cost seconds, not
+the minutes of loading wav2vec2 and the EMO checkpoint first. Each check reads only what it needs
+(a file's header, a folder listing, the safetensors JSON header of the checkpoint, never tensors)
+and raises :class:`~emo_core.errors.EMOInputError` naming the input, what is wrong and what to do.
+
+Used by ``python -m emo_core generate`` and ``demo`` before they load anything; the ComfyUI nodes
+may call the single checks from ``validate_inputs``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import EMOInputError
+
+# Outputs never go to device files or kernel interfaces (e.g. --out /dev/sda).
+FORBIDDEN_OUTPUT_ROOTS = ("/dev", "/proc", "/sys")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out",
+                      suffix: str = ".mp4") -> Path:
+    """``path`` can be written: right suffix, not a folder, not under /dev, /proc or /sys, no
+    symlink loop, and its nearest existing parent is a writable folder (missing parents are
+    created by the writer). Returns the path as given."""
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise EMOInputError(f"{what} {str(path)!r} must end in {suffix}; give a file name like "
+                            f"video{suffix}")
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError) as error:  # symlink loop (3.11: RuntimeError; 3.13: OSError)
+        raise EMOInputError(f"{what} {str(path)!r} cannot be resolved ({error}); it goes "
+                            "through a symlink loop: choose another path") from error
+    if any(resolved == Path(root) or Path(root) in resolved.parents
+           for root in FORBIDDEN_OUTPUT_ROOTS):
+        raise EMOInputError(f"{what} {str(path)!r} points into {resolved.parent}, which holds "
+                            "devices or kernel files, not videos; write to a normal folder")
+    if resolved.is_dir():
+        raise EMOInputError(f"{what} {str(path)!r} is a folder; give a file name ending in "
+                            f"{suffix}")
+    if resolved.exists() and not resolved.is_file():
+        raise EMOInputError(f"{what} {str(path)!r} exists and is not a regular file; choose "
+                            "another name")
+    _check_parent_writable(resolved, path, what)
+    return path
+
+
+def _check_parent_writable(resolved: Path, given: Path, what: str) -> None:
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EMOInputError(f"{what} {str(given)!r}: {parent} is a file, so no folder can be "
+                            "created under it; choose another output folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EMOInputError(f"{what} {str(given)!r}: folder {parent} is not writable; choose a "
+                            "folder you can write to")
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` is an existing, readable, non-empty regular file."""
+    path = Path(path)
+    if not path.exists():
+        raise EMOInputError(f"{what} {str(path)!r} does not exist; check the path")
+    if not path.is_file():
+        raise EMOInputError(f"{what} {str(path)!r} is not a file; give the file itself")
+    if not os.access(path, os.R_OK):
+        raise EMOInputError(f"{what} {str(path)!r} is not readable; check its permissions")
+    if path.stat().st_size == 0:
+        raise EMOInputError(f"{what} {str(path)!r} is empty; copy the file again")
+    return path
+
+
+def check_image_file(path: str | os.PathLike, what: str = "--image") -> Path:
+    """An image PIL can identify (reads the header only, no pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = check_input_file(path, what)
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise EMOInputError(f"{what} {str(path)!r} is not a readable image ({error}); use a "
+                            "PNG, JPEG or WebP image") from error
+    if width < 1 or height < 1:
+        raise EMOInputError(f"{what} {str(path)!r} has no pixels ({width}x{height})")
+    return path
+
+
+def check_media_file(path: str | os.PathLike, what: str, kind: str = "audio") -> Path:
+    """A file FFmpeg can open with at least one ``kind`` ("audio" | "video") stream (container
+    header only; nothing is decoded)."""
+    import av
+
+    path = check_input_file(path, what)
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio if kind == "audio" else container.streams.video
+            if not streams:
+                raise EMOInputError(
+                    f"{what} {str(path)!r} has no {kind} stream; pass a file with "
+                    + ("sound (wav, mp3, m4a, flac, ogg or a video with audio)" if kind == "audio"
+                       else "pictures (mp4, mov, mkv, webm)"))
+    except EMOInputError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise EMOInputError(f"{what} {str(path)!r} is not a readable {kind} file ({error}); "
+                            + ("convert it to wav, mp3 or flac" if kind == "audio"
+                               else "convert it to mp4")) from error
+    return path
+
+
+def check_mediapipe_folder(folder: str | os.PathLike, what: str = "--mediapipe") -> Path:
+    """Both MediaPipe model files are present and non-empty."""
+    from ..face.mediapipe_models import MODEL_FILES, model_file
+
+    for kind in MODEL_FILES:
+        check_input_file(model_file(folder, kind), f"{what} model file")
+    return Path(folder)
+
+
+def check_wav2vec_folder(folder: str | os.PathLike) -> Path:
+    """config.json of a wav2vec2 model and a weight file (no weights are read)."""
+    from ..io.wav2vec import _check_folder
+
+    _check_folder(Path(folder))
+    return Path(folder)
+
+
+def check_emo_checkpoint(path: str | os.PathLike) -> Path:
+    """The EMO checkpoint file, its safetensors header and its emo_config metadata (no tensor
+    data is read, no model is built). Returns the resolved ``.safetensors`` file."""
+    from ..io.emo_checkpoint import read_emo_configs, resolve_checkpoint_path
+    from ..io.safe_load import read_safetensors_shapes
+
+    file = resolve_checkpoint_path(path)
+    configs = read_emo_configs(file)  # header + metadata; refuses non-EMO files with a hint
+    missing = [name for name in ("reference_net", "backbone") if name not in configs]
+    if missing or not read_safetensors_shapes(file):
+        raise EMOInputError(f"EMO checkpoint {str(file)!r} lacks {missing or 'tensors'}; it is "
+                            "damaged or not an EMO checkpoint: re-create it")
+    return file
+
+
+def check_weight_source(path: str | os.PathLike, what: str) -> Path:
+    """A style/base checkpoint or LoRA: a diffusers folder, or a weight file whose safetensors
+    header is readable (pickle files are checked for existence only: never unpickled here)."""
+    from ..io.safe_load import WEIGHT_SUFFIXES, read_safetensors_metadata
+
+    path = Path(path)
+    if path.is_dir():
+        return path
+    check_input_file(path, what)
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise EMOInputError(f"{what} {str(path)!r} has suffix {path.suffix!r}; expected one of "
+                            f"{', '.join(WEIGHT_SUFFIXES)} or a diffusers folder")
+    if path.suffix.lower() == ".safetensors":
+        read_safetensors_metadata(path)
+    return path
+
+
+def check_device(device: str, dtype: str = "auto") -> None:
+    if not _DEVICE.match(device):
+        raise EMOInputError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if dtype not in DTYPE_NAMES:
+        raise EMOInputError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+
+
+def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None:
+    """Every check for a :class:`~emo_core.pipeline.run.GenerateRequest` (and the style files
+    ``[(option name, path), ...]`` to apply), in the order a user fixes them: cheap first."""
+    from ..face.mask_expand import check_mask_expand
+    from ..speed import constant_speed, parse_keyframes
+
+    request.settings.validate()
+    check_device(request.device, request.dtype)
+    if request.face_index < 0:
+        raise EMOInputError(f"--face-index must be >= 0, got {request.face_index}")
+    check_mask_expand(request.mask_expand, "--mask-expand")
+    if request.speed_keyframes is not None:
+        parse_keyframes(request.speed_keyframes)
+    elif request.speed is not None:
+        constant_speed(request.speed, 1)
+    check_output_file(request.out)
+    check_image_file(request.image)
+    check_media_file(request.audio, "--audio", "audio")
+    if request.speed_video is not None:
+        check_media_file(request.speed_video, "--speed-from-video", "video")
+    check_mediapipe_folder(request.mediapipe)
+    for option, path in style_files:
+        check_weight_source(path, option)
+    check_wav2vec_folder(request.wav2vec)
+    check_emo_checkpoint(request.checkpoint)
