@@ -55,13 +55,14 @@ class ReferenceBank:
         if not self.active or name not in self.tokens:
             return None
         tokens = self.tokens[name]
-        if tokens.shape[0] * self.frames != batch:
+        if tokens.shape[0] * self.frames == batch:
+            tokens = repeat(tokens, "b l c -> (b f) l c", f=self.frames)
+        elif tokens.shape[0] != batch:  # (b*f, L, c): per-frame tokens are taken as given
             raise ValueError(
                 f"reference tokens for {name} have batch {tokens.shape[0]} but the Backbone runs "
                 f"{batch} rows = batch x {self.frames} frames; expected batch "
-                f"{batch // max(self.frames, 1)}"
+                f"{batch // max(self.frames, 1)} (or {batch} per-frame rows)"
             )
-        tokens = repeat(tokens, "b l c -> (b f) l c", f=self.frames)
         if self.rows is None:
             rows = torch.ones(batch, dtype=torch.bool, device=tokens.device)
         else:
