@@ -61,7 +61,7 @@ def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) 
     """Convert and write atomically; returns the written path."""
     import torch
 
-    from ..errors import EMOInputError
+    from ..errors import CheckpointError, EMOInputError
     from ..io.conversion import split_emo_components
     from ..io.emo_checkpoint import EMO_FORMAT
     from ..io.hallo import check_against_model, hallo_configs, hallo_to_emo
@@ -84,8 +84,15 @@ def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) 
                                                       "diffusion_pytorch_model.bin"), "VAE weights")
         converted.update({f"vae.{k}": v for k, v in load_state_dict(vae_weights).items()})
     configs = hallo_configs(net, unet_config, unet_kwargs, wav2vec_config, vae_config)
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in EMOModels.from_configs(configs).state_dict().items()}
+    try:
+        with torch.device("meta"):
+            model = EMOModels.from_configs(configs)
+    except ValueError as error:
+        raise CheckpointError(
+            f"Hallo checkpoint {str(net_path)!r} does not fit the settings given: {error}. Pass "
+            "the matching --unet-kwargs (Hallo's unet_additional_kwargs) and the base "
+            f"{UNET_CONFIG}") from error
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     context = configs["context"]
     converted["context"] = torch.zeros(1, context["tokens"], context["dim"])
     check_against_model(shapes, converted, str(net_path))

@@ -7,9 +7,9 @@ inference; see docs/ARCHITECTURE.md "Hallo variant"):
   ``image_projection(zeros)``, face-locator features = 0, audio tokens = 0, masks unchanged; the
   uncond row never reads the reference tokens.
 * ReferenceNet once per clip at t = 0 on the reference + motion-frame latents. Hallo runs
-  ``2 x (1 + n)`` rows whose cross-attention contexts alternate ``[u, c, u, c, ...]``; only the
-  rows whose features are read are computed here, each with the context Hallo gives it. The
-  features are rounded to float16 (Hallo's bank dtype) before use.
+  ``2 x (1 + n)`` rows whose cross-attention contexts alternate ``[u, c, u, c, ...]``; here each
+  distinct (latents, context) pair runs once (2 rows instead of 6 for the first clip, whose
+  motion frames are the reference). The features are rounded to float16 (Hallo's bank dtype).
 * Hallo tiles the two reference rows over the ``2 x f`` denoiser rows (``repeat`` on a 3-D
   tensor), so denoiser row r reads the reference of group ``r % 2``: with f even the cond frames
   alternate between the u-context and the c-context reference. Reproduced as per-frame bank
@@ -96,15 +96,22 @@ def hallo_reference(models, reference: torch.Tensor, motion: torch.Tensor,
     n = motion.shape[1]
     latents = torch.cat([reference, motion[0]])  # index 0 = reference, 1..n = motion frames
     # Hallo's rows: group g, position p (0 = reference), context = row index parity.
-    wanted = [(g, p) for g in (0, 1) for p in range(n + 1)]
-    pairs = sorted({(p, (g * (n + 1) + p) % 2) for g, p in wanted})
+    # Rows are independent, so each distinct (latents, context) pair runs once: the first clip's
+    # motion frames ARE the reference, which makes Hallo's 6 rows 2.
+    same = [next(j for j in range(i + 1) if torch.equal(latents[j], latents[i]))
+            for i in range(n + 1)]
+
+    def key(g, p):
+        return same[p], (g * (n + 1) + p) % 2
+
+    pairs = sorted({key(g, p) for g in (0, 1) for p in range(n + 1)})
     row_of = {pair: i for i, pair in enumerate(pairs)}
     sample = torch.stack([latents[p] for p, _ in pairs])
     context = torch.stack([contexts[c] for _, c in pairs])
     tokens = models.reference_net.attn1_inputs(sample, context)
 
     def rows(g, p):
-        return row_of[(p, (g * (n + 1) + p) % 2)]
+        return row_of[key(g, p)]
 
     # Denoiser row r (uncond frames, then cond frames) reads the reference of group r % 2.
     per_frame = [rows(r % 2, 0) for r in range(2 * frames)]
