@@ -134,30 +134,25 @@ def test_audio_front_end_matches_hallo(data):
 
 
 def test_two_chained_clips_match_hallo(converted, data, conditions, sampling):
-    from emo_core.pipeline.hallo import (
-        clip_inputs,
-        decode_frames,
-        encode_pixels,
-        next_motion_latents,
-        sample_hallo_clip,
-    )
+    """The video loop (seeded noise, audio windows, decode + re-encode chaining, crop to the
+    audio length) reproduces Hallo's two clips step by step; 20 audio frames -> 16 + 4 frames,
+    and the decoded frames of both clips."""
+    from emo_core.pipeline.hallo import decode_frames
+    from emo_core.pipeline.hallo_video import generate_hallo_clips
 
     inputs, outputs = data
-    vae = converted.vae
-    with torch.no_grad():
-        ref = encode_pixels(vae, inputs["ref_pixels"])
-        motion = torch.stack([ref[0], ref[0]])[None]  # first clip: the reference itself
-        for clip in (0, 1):
-            steps: list = []
-            clip_in = clip_inputs(converted, conditions, outputs[f"audioproj_out_clip{clip}"],
-                                  ref, motion)
-            noise = inputs[f"e2e_init_latents_clip{clip}"].permute(0, 2, 1, 3, 4)
-            final = sample_hallo_clip(converted, noise, clip_in, sampling,
-                                      on_step=lambda _k, x, kept=steps: kept.append(
-                                          x.permute(0, 2, 1, 3, 4)))
-            for k, step in enumerate(steps):
-                assert _max(step, outputs[f"e2e_step_latents_clip{clip}"][k]) < 1e-3
-            assert _max(final.permute(0, 2, 1, 3, 4), outputs[f"e2e_final_latents_clip{clip}"]) < 1e-3
-            motion = next_motion_latents(vae, final, 2)  # decoded, re-encoded last 2 frames
-        last2 = decode_frames(vae, final[0, -2:]).permute(1, 0, 2, 3)[None]
-        assert _max(last2, outputs["e2e_video_clip1_last2"]) < 1e-3
+    steps: dict = {}
+    clips = list(generate_hallo_clips(
+        converted, inputs["ref_pixels"], outputs["audio_emb_windows_all"], 20, conditions,
+        sampling, seed=42, on_step=lambda c, k, x: steps.setdefault(c, []).append(x)))
+    assert [c.frames.shape[0] for c in clips] == [16, 4]
+    for clip in clips:
+        golden = outputs[f"e2e_step_latents_clip{clip.index}"]
+        assert len(steps[clip.index]) == golden.shape[0] == 4
+        for k, latents in enumerate(steps[clip.index]):
+            assert _max(latents.permute(0, 2, 1, 3, 4), golden[k]) < 1e-3
+        final = clip.latents.permute(0, 2, 1, 3, 4)
+        assert _max(final, outputs[f"e2e_final_latents_clip{clip.index}"]) < 1e-3
+    assert _max(clips[0].frames.permute(1, 0, 2, 3)[None], outputs["e2e_video_clip0"]) < 1e-3
+    last2 = decode_frames(converted.vae, clips[1].latents[0, -2:]).permute(1, 0, 2, 3)[None]
+    assert _max(last2, outputs["e2e_video_clip1_last2"]) < 1e-3
