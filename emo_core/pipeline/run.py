@@ -106,7 +106,10 @@ def _is_hallo(checkpoint) -> bool:
     """Whether the checkpoint's config (metadata only, no tensors read) is the Hallo variant."""
     from ..io.emo_checkpoint import read_emo_configs, resolve_checkpoint_path
 
-    configs = read_emo_configs(resolve_checkpoint_path(checkpoint))
+    try:
+        configs = read_emo_configs(resolve_checkpoint_path(checkpoint))
+    except EMOInputError:
+        return False  # the EMO path reports a bad checkpoint in its usual order
     return configs.get("backbone", {}).get("variant", "emo") == "hallo"
 
 
