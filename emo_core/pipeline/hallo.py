@@ -98,8 +98,8 @@ def hallo_reference(models, reference: torch.Tensor, motion: torch.Tensor,
     # Hallo's rows: group g, position p (0 = reference), context = row index parity.
     # Rows are independent, so each distinct (latents, context) pair runs once: the first clip's
     # motion frames ARE the reference, which makes Hallo's 6 rows 2.
-    same = [next(j for j in range(i + 1) if torch.equal(latents[j], latents[i]))
-            for i in range(n + 1)]
+    same = list(range(n + 1)) if latents.is_meta else [
+        next(j for j in range(i + 1) if torch.equal(latents[j], latents[i])) for i in range(n + 1)]
 
     def key(g, p):
         return same[p], (g * (n + 1) + p) % 2
