@@ -37,9 +37,11 @@ def sd15_hallo_configs() -> dict:
     from emo_core.models.presets import unet_config, vae_config
 
     # Hallo's audio modules use heads * (block in_channels // heads) as their width.
-    inner = [320, 320, 320, 640, 640, 1280, 1280, 640, 640, 640, 320, 320, 320, 320, 320, 320]
-    shapes = {f"denoising_unet.audio_modules.{i}.proj_in.weight": (d, 1, 1, 1)
-              for i, d in enumerate(inner)}
+    inner = {"down_blocks.0": (320, 320), "down_blocks.1": (320, 640),
+             "down_blocks.2": (640, 1280), "mid_block": (1280,), "up_blocks.1": (640,) * 3,
+             "up_blocks.2": (320,) * 3, "up_blocks.3": (320,) * 3}
+    shapes = {f"denoising_unet.{block}.audio_modules.{j}.proj_in.weight": (d, 1, 1, 1)
+              for block, dims in inner.items() for j, d in enumerate(dims)}
     channels = (16, 32, 64, 128)
     shapes["face_locator.conv_in.weight"] = (16, 3, 3, 3)
     for i in range(3):

@@ -167,9 +167,12 @@ def hallo_configs(state_dict: Mapping, unet_config: Mapping, unet_kwargs: Mappin
     unet = {k: v for k, v in unet_config.items() if not k.startswith("_")}
     mm = kwargs["motion_module_kwargs"]
     audio_dim = int(kwargs.get("audio_attention_dim", 768))
-    inner = [int(_shape(v)[0]) for k, v in state_dict.items()
+    # Hallo's audio modules are heads x (block in_channels // heads) wide, narrower than the
+    # site in some blocks: read each width from its proj_in, keyed by module name.
+    inner = {k[len("denoising_unet."):-len(".proj_in.weight")]: int(_shape(v)[0])
+             for k, v in state_dict.items()
              if k.startswith("denoising_unet.") and ".audio_modules." in k
-             and k.endswith(".proj_in.weight")]
+             and k.endswith(".proj_in.weight")}
     backbone = {
         "unet": unet, "audio_token_dim": audio_dim, "speed_token_dim": 0,
         "motion_num_attention_heads": int(mm.get("num_attention_heads", 8)),

@@ -172,10 +172,10 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         from .hallo_sites import HalloSiteRunner, mask_depth
 
         cfg = self.config
-        inner = list((cfg.hallo or {}).get("audio_inner_dims") or [])
+        inner = dict((cfg.hallo or {}).get("audio_inner_dims") or {})  # module name -> width
         groups = self.unet.config.norm_num_groups
         num_down, num_up = len(self.unet.down_blocks), len(self.unet.up_blocks)
-        index = spatial_index = 0
+        index = 0
         for name, block_sites in by_block.items():
             block = block_sites[0].block
             block.motion_modules = nn.ModuleList(
@@ -183,12 +183,11 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
                                None, groups) for s in block_sites)
             if block_sites[0].spatial:
                 depth = mask_depth(name, num_down, num_up)
-                dims = [inner[spatial_index + j] if spatial_index + j < len(inner) else s.channels
+                dims = [inner.get(f"{name}.audio_modules.{j}", s.channels)
                         for j, s in enumerate(block_sites)]
                 block.audio_modules = nn.ModuleList(
                     HalloAudioModule(s.channels, d, _heads(s.carrier), cfg.audio_token_dim,
                                      depth, groups) for s, d in zip(block_sites, dims, strict=True))
-                spatial_index += len(block_sites)
             for j, site in enumerate(block_sites):
                 audio = block.audio_modules[j] if site.spatial else None
                 runner = HalloSiteRunner(self._state, index, block.motion_modules[j], audio,
