@@ -124,3 +124,29 @@ def test_bad_unet_kwargs_are_refused(tmp_path, capsys):
                  str(path), "--out", str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err
     assert code == 2 and "unet_use_temporal_attention" in err
+
+
+def test_audio_module_widths_follow_net_pth_by_name():
+    """Hallo's audio modules can be narrower than their site (SD1.5: heads x (block input //
+    heads)); net.pth lists up blocks before the mid block, so widths must go by name."""
+    from emo_core.io.hallo import hallo_configs
+    from emo_core.models.backbone import EMOBackbone
+
+    net = {k: tuple(v.shape) for k, v in torch.load(
+        PRETRAINED / "hallo/net.pth", map_location="cpu", weights_only=True).items()}
+    unet = json.loads((PRETRAINED / UNET_CONFIG).read_text())
+    unet["block_out_channels"] = [32, 64, 64, 64]
+    widths = {"down_blocks.1.audio_modules.0": 32, "up_blocks.1.audio_modules.2": 64,
+              "up_blocks.2.audio_modules.0": 32, "mid_block.audio_modules.0": 64}
+    for name, width in widths.items():  # an up block first, then the mid block, as net.pth
+        net[f"denoising_unet.{name}.proj_in.weight"] = (width, 64, 1, 1)
+    kwargs = json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text())
+    wav2vec = json.loads((PRETRAINED / WAV2VEC_CONFIG).read_text())
+    config = hallo_configs(net, unet, kwargs, wav2vec)["backbone"]
+    with torch.device("meta"):
+        backbone = EMOBackbone.from_config(config)
+    for name, width in widths.items():
+        module = backbone.unet.get_submodule(name)
+        assert module.proj_in.weight.shape[:2] == (width, module.norm.num_channels)
+    # A site whose width equals net.pth's (32 here) keeps it, though the site has 64 channels.
+    assert backbone.unet.get_submodule("down_blocks.1.audio_modules.1").proj_in.out_channels == 32
