@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "prepare-data": ".cmd_prepare_data",
     "train": ".cmd_train",
     "prove-learning": ".cmd_prove_learning",
+    "convert-hallo": ".cmd_convert_hallo",
 }
 
 EXIT_BAD_INPUT = 2

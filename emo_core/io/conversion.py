@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 # Component prefixes of the EMO checkpoint, in file order; "context" is a bare top-level tensor.
 EMO_COMPONENTS = (
     "reference_net", "backbone", "face_locator", "audio_projection", "speed_encoder", "vae",
+    "image_projection",
 )
 EMO_TOP_LEVEL = ("context",)
 

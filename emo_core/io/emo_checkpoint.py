@@ -141,6 +141,18 @@ def _build(configs: dict, path: Path):
         ) from error
 
 
+def _align(tensors: dict) -> None:
+    """Re-home tensors whose data is not 64-byte aligned (in place, one at a time).
+
+    safetensors places tensor data right after a header of any length, and CPU kernels pick
+    code paths by pointer alignment: the same weights could then give outputs differing in the
+    last bits depending on the metadata length. Fresh allocations are aligned.
+    """
+    for key, tensor in tensors.items():
+        if tensor.data_ptr() % 64:
+            tensors[key] = tensor.clone()
+
+
 def load_emo_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ):
@@ -165,6 +177,7 @@ def load_emo_checkpoint(
             f"EMO checkpoint {str(path)!r} could not be read ({error}); it is truncated or "
             "corrupt: copy it again"
         ) from error
+    _align(tensors)
     models.load_state_dict(tensors, strict=True, assign=True)
     logger.info("loaded EMO checkpoint %s (%d tensors)", path, len(tensors))
     return models.to(device=device, dtype=dtype).eval()

@@ -54,6 +54,9 @@ class _CallState:
         self.audio: torch.Tensor | None = None
         self.audio_rows: torch.Tensor | None = None
         self.face: torch.Tensor | None = None
+        self.masks: list | None = None  # Hallo variant: (full, face, lip) per-level masks
+        self.motion_scale = (1.0, 1.0, 1.0)
+        self.motion_mode = "train"
 
     def conv_in_hook(self, module, args, output):
         if self.active and self.face is not None:
@@ -103,6 +106,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         motion_max_frames: int = 32,
         motion_frames: int = 4,
         reference_attention: str = "concat",
+        variant: str = "emo",
+        hallo: dict | None = None,
     ):
         super().__init__()
         if reference_attention not in ("concat", "cross"):
@@ -113,6 +118,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"motion_frames must be in [0, {motion_max_frames}), got {motion_frames}"
             )
+        if variant not in ("emo", "hallo"):
+            raise ValueError(f"variant must be 'emo' or 'hallo', got {variant!r}")
         self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
         self._state = _CallState()
         self._slot = BankSlot()
@@ -137,6 +144,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         by_block: dict[str, list[Site]] = {}
         for site in sites:
             by_block.setdefault(site.block_name, []).append(site)
+        if cfg.variant == "hallo":
+            return self._install_hallo_sites(by_block)
         index = 0
         for block_sites in by_block.values():
             block = block_sites[0].block
@@ -153,6 +162,36 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             for j, site in enumerate(block_sites):
                 audio = block.audio_modules[j] if site.spatial else None
                 runner = _SiteRunner(self._state, index, block.motion_modules[j], audio)
+                site.carrier.register_forward_hook(runner.hook)
+                index += 1
+        return index
+
+    def _install_hallo_sites(self, by_block: dict[str, list[Site]]) -> int:
+        """Hallo layout: motion module at every site, Hallo audio module at spatial sites."""
+        from .hallo_audio_attention import HalloAudioModule
+        from .hallo_sites import HalloSiteRunner, mask_depth
+
+        cfg = self.config
+        inner = dict((cfg.hallo or {}).get("audio_inner_dims") or {})  # module name -> width
+        groups = self.unet.config.norm_num_groups
+        num_down, num_up = len(self.unet.down_blocks), len(self.unet.up_blocks)
+        index = 0
+        for name, block_sites in by_block.items():
+            block = block_sites[0].block
+            block.motion_modules = nn.ModuleList(
+                TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
+                               None, groups) for s in block_sites)
+            if block_sites[0].spatial:
+                depth = mask_depth(name, num_down, num_up)
+                dims = [inner.get(f"{name}.audio_modules.{j}", s.channels)
+                        for j, s in enumerate(block_sites)]
+                block.audio_modules = nn.ModuleList(
+                    HalloAudioModule(s.channels, d, _heads(s.carrier), cfg.audio_token_dim,
+                                     depth, groups) for s, d in zip(block_sites, dims, strict=True))
+            for j, site in enumerate(block_sites):
+                audio = block.audio_modules[j] if site.spatial else None
+                runner = HalloSiteRunner(self._state, index, block.motion_modules[j], audio,
+                                         site.spatial, name == "mid_block")
                 site.carrier.register_forward_hook(runner.hook)
                 index += 1
         return index
@@ -178,11 +217,15 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep, *, reference=None, reference_rows=None,
                 audio_tokens=None, audio_rows=None, speed_tokens=None, face_embedding=None,
-                context=None) -> torch.Tensor:
+                context=None, audio_masks=None, motion_scale=None,
+                motion_mode=None) -> torch.Tensor:
         """``sample: (b, f, 4, h, w)``, ``timestep: scalar | (b,)``, ``reference:
         ReferenceFeatures | None``, ``reference_rows / audio_rows: (b,) bool | None``,
         ``audio_tokens: (b, f, K, Da)``, ``speed_tokens: (b, f, S, Ds)``, ``face_embedding:
-        (b, C0, h, w)``, ``context: (b | 1, L, D)`` -> noise prediction ``(b, f, 4, h, w)``."""
+        (b, C0, h, w)``, ``context: (b | 1, L, D)`` -> noise prediction ``(b, f, 4, h, w)``.
+        Hallo variant only: ``audio_masks`` (full, face, lip) lists of per-level masks (see
+        ``hallo_sites.expand_masks``), ``motion_scale`` 3 floats, ``motion_mode`` "train" |
+        "eval" (default: the checkpoint's)."""
         batch, frames = self._check_sample(sample)
         rows = self._check_rows
         bank = ReferenceBank(reference.bank if reference is not None else None,
@@ -196,6 +239,9 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             state.speed = self._per_frame("speed_tokens", speed_tokens, batch, frames,
                                           self.config.speed_token_dim)
             state.face = self._face(face_embedding, sample, batch, frames)
+            if self.config.variant == "hallo":
+                self._set_hallo(state, audio_masks, motion_scale, motion_mode, batch, frames,
+                                sample)
             self._set_motion(reference, batch)
             with bank:
                 self._slot.bank = bank
@@ -247,6 +293,20 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         if tuple(face.shape) != expected:
             raise ValueError(f"face_embedding must be {expected}, got {tuple(face.shape)}")
         return repeat(face, "b c h w -> (b f) c h w", f=frames)
+
+    def _set_hallo(self, state, masks, motion_scale, motion_mode, batch, frames, sample):
+        from .hallo_sites import MOTION_MODES, expand_masks
+
+        mode = motion_mode or (self.config.hallo or {}).get("motion_mode", "train")
+        if mode not in MOTION_MODES:
+            raise ValueError(f"motion_mode must be one of {MOTION_MODES}, got {mode!r}")
+        state.motion_mode = mode
+        if state.audio is not None:
+            state.masks = expand_masks(masks, batch, frames, sample.device, sample.dtype)
+        scale = (1.0, 1.0, 1.0) if motion_scale is None else tuple(float(s) for s in motion_scale)
+        if len(scale) != 3:
+            raise ValueError(f"motion_scale must hold 3 numbers (full, face, lip), got {scale}")
+        state.motion_scale = scale
 
     def _set_motion(self, reference, batch: int) -> None:
         motion = None if reference is None else reference.motion

@@ -55,17 +55,20 @@ class ReferenceBank:
         if not self.active or name not in self.tokens:
             return None
         tokens = self.tokens[name]
-        if tokens.shape[0] * self.frames != batch:
+        if tokens.shape[0] * self.frames == batch:
+            tokens = repeat(tokens, "b l c -> (b f) l c", f=self.frames)
+        elif tokens.shape[0] != batch:  # (b*f, L, c): per-frame tokens are taken as given
             raise ValueError(
                 f"reference tokens for {name} have batch {tokens.shape[0]} but the Backbone runs "
                 f"{batch} rows = batch x {self.frames} frames; expected batch "
-                f"{batch // max(self.frames, 1)}"
+                f"{batch // max(self.frames, 1)} (or {batch} per-frame rows)"
             )
-        tokens = repeat(tokens, "b l c -> (b f) l c", f=self.frames)
+        # The row mask stays on the CPU: selecting rows needs its values on the host anyway
+        # (no device sync, and it works on the meta device for FLOP counts).
         if self.rows is None:
-            rows = torch.ones(batch, dtype=torch.bool, device=tokens.device)
+            rows = torch.ones(batch, dtype=torch.bool)
         else:
-            rows = repeat(self.rows.to(tokens.device, torch.bool), "b -> (b f)", f=self.frames)
+            rows = repeat(self.rows.to("cpu", torch.bool), "b -> (b f)", f=self.frames)
         return tokens, rows
 
 
@@ -120,12 +123,12 @@ class ReferenceReadProcessor(AttnProcessor2_0):
         if found is None or attention_mask is not None:
             return plain(attn, hidden_states, None, attention_mask, temb)
         tokens, rows = found
-        index = rows.nonzero().flatten()
+        index = rows.nonzero().flatten().to(hidden_states.device)
         if index.numel() == hidden_states.shape[0]:
             return self._with_reference(attn, hidden_states, tokens)
         # Mixed CFG rows: unconditional rows run plain self-attention on their own, so they are
         # what a run without reference gives (dropped tokens, not zeroed ones).
-        uncond = (~rows).nonzero().flatten()
+        uncond = (~rows).nonzero().flatten().to(hidden_states.device)
         out = torch.empty_like(hidden_states)
         out.index_copy_(0, uncond, plain(attn, hidden_states[uncond], None, None, temb))
         if index.numel():

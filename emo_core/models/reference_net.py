@@ -107,6 +107,22 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
             motion = [rearrange(f, "(b n) c h w -> b n c h w", n=n) for f in features]
         return ReferenceFeatures(bank=tokens, motion=motion)
 
+    def attn1_inputs(self, sample: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every row's ``attn1`` input tokens at t = 0: ``sample: (n, 4, h, w)``, per-row
+        ``context: (n, L, D)`` -> ``{attn1 name: (n, L_i, c_i)}`` (rows are independent)."""
+        if sample.ndim != 4 or context.ndim != 3 or context.shape[0] != sample.shape[0]:
+            raise ValueError(f"sample (n, 4, h, w) and context (n, L, D) must share n, got "
+                             f"{tuple(sample.shape)} and {tuple(context.shape)}")
+        bank = ReferenceBank()
+        self._slot.rows = None
+        try:
+            with bank:
+                self._slot.bank = bank
+                self._run(sample, context.to(sample.dtype))
+                return dict(bank.tokens)
+        finally:
+            self._slot.bank = None
+
     def _run(self, sample: torch.Tensor, context: torch.Tensor) -> None:
         """The UNet's own submodules up to the last up block (no output head), t = 0."""
         unet = self.unet

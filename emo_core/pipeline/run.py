@@ -45,6 +45,9 @@ class GenerateRequest:
     dtype: str = "auto"
     # Called with the loaded EMOModels before sampling (e.g. to add a civit.ai style delta).
     prepare_models: Callable | None = None
+    # Hallo-variant checkpoints: insightface models folder, or precomputed HalloConditions.
+    face_analysis: Path | None = None
+    hallo_conditions: object | None = None
 
 
 # What a command-line user can change when no face is found (no crop or mask options there).
@@ -92,6 +95,10 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     from ..io.emo_checkpoint import load_emo_checkpoint
     from ..io.wav2vec import load_wav2vec
 
+    if _is_hallo(request.checkpoint):
+        from .hallo_run import generate_hallo_video
+
+        return generate_hallo_video(request, progress, cancel)
     settings = request.settings.validate()
     check_mask_expand(request.mask_expand, "--mask-expand")
     _check_output(request.out)
@@ -129,6 +136,17 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
             writer.write(chunk[:, :height, :width])
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
+
+
+def _is_hallo(checkpoint) -> bool:
+    """Whether the checkpoint's config (metadata only, no tensors read) is the Hallo variant."""
+    from ..io.emo_checkpoint import read_emo_configs, resolve_checkpoint_path
+
+    try:
+        configs = read_emo_configs(resolve_checkpoint_path(checkpoint))
+    except EMOInputError:
+        return False  # the EMO path reports a bad checkpoint in its usual order
+    return configs.get("backbone", {}).get("variant", "emo") == "hallo"
 
 
 SILENCE_PEAK = 10 ** (-80 / 20)  # -80 dBFS: below any real recording's noise floor

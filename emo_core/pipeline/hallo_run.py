@@ -1,0 +1,130 @@
+"""``generate`` with a Hallo-variant checkpoint: image + audio file -> mp4, as Hallo makes it.
+
+Hallo's inference semantics: the reference image is resized to the video size (a square image is
+expected, as Hallo's README asks), the face embedding and the region masks come from the image
+as loaded (``emo_core.face.embedding`` / ``emo_core.face.hallo_masks``, imported only here), the
+audio front-end is Hallo's (``audio.hallo_features``), clips of 16 + 2 motion frames, and the
+video is cropped to the audio's frame count. EMO-only options (speed inputs, paste-back) have no
+meaning for these weights: they are ignored with a warning, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..errors import EMOInputError
+from .hallo import HalloConditions, HalloSampling
+
+logger = logging.getLogger(__name__)
+
+HALLO_FACE_HINT = ("a Hallo checkpoint needs a face embedding: pass the insightface models "
+                   "folder (Hallo's pretrained_models/face_analysis/models, or ComfyUI "
+                   "models/insightface/models/buffalo_l) as face_analysis")
+
+
+def warn_emo_only_options(request) -> list[str]:
+    """Warnings (logged and returned) for request options a Hallo checkpoint cannot use."""
+    ignored = []
+    if request.speed is not None or request.speed_keyframes is not None \
+            or request.speed_video is not None:
+        ignored.append("the speed input (Hallo weights have no speed layers)")
+    if request.paste_back:
+        ignored.append("paste-back (Hallo animates the whole resized image, there is no crop)")
+    for what in ignored:
+        logger.warning("Hallo checkpoint: ignoring %s", what)
+    return ignored
+
+
+def build_hallo_conditions(image: np.ndarray, request, size: int) -> HalloConditions:
+    """Face embedding + region masks for the reference image as loaded (Hallo computes both on
+    the original file); ``size``: the video side."""
+    if getattr(request, "face_analysis", None) is None:
+        raise EMOInputError(HALLO_FACE_HINT)
+    from ..face.embedding import FaceEmbedder
+    from ..face.hallo_masks import hallo_region_masks
+
+    embedding = FaceEmbedder(request.face_analysis).embed(image, zeros_if_no_face=True)
+    masks = hallo_region_masks(image, request.mediapipe, size // 8)
+    return HalloConditions(torch.from_numpy(np.asarray(embedding, np.float32))[None],
+                           masks.face_region[None], masks.full, masks.face, masks.lip)
+
+
+def _reference_pixels(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, size, size) in [-1, 1], PIL bilinear as Hallo's Resize."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    if height != width:
+        logger.warning("Hallo expects a square reference image; %dx%d is stretched to %dx%d "
+                       "as Hallo does (crop it square for correct proportions)",
+                       width, height, size, size)
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(k, 3, H, W) in [0, 1] -> (k, H, W, 3) uint8."""
+    return (frames.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate_hallo_video(request, progress=None, cancel=None):
+    """The Hallo branch of :func:`emo_core.pipeline.run.generate_video`."""
+    from ..audio.hallo_features import hallo_audio_features, hallo_audio_windows
+    from ..audio.waveform import load_audio_file, to_mono_16k
+    from ..image import load_image_file
+    from ..io.emo_checkpoint import load_emo_checkpoint
+    from ..io.wav2vec import load_wav2vec
+    from .hallo_video import generate_hallo_clips
+    from .run import _check_output, check_not_silent
+    from .runtime import resolve_device, resolve_dtype
+    from .video import Mp4Writer
+
+    settings = request.settings.validate()
+    _check_output(request.out)
+    warn_emo_only_options(request)
+    device = resolve_device(request.device)
+    dtype = resolve_dtype(request.dtype, device)
+    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    if request.prepare_models is not None:
+        request.prepare_models(models)
+    sampling = HalloSampling.from_models(models, steps=settings.steps)
+    layout = models.sampling
+    fps, clip, motion = layout.get("fps", 25), layout.get("clip_frames", 16), \
+        layout.get("motion_frames", 2)
+    if float(settings.fps) != float(fps):
+        logger.warning("Hallo checkpoint: video runs at its %s fps, not %s", fps, settings.fps)
+
+    image = load_image_file(request.image)
+    conditions = request.hallo_conditions or build_hallo_conditions(image, request, settings.size)
+    waveform, sample_rate = load_audio_file(request.audio)
+    check_not_silent(waveform, request.audio, request.allow_silence)
+    wav2vec = load_wav2vec(request.wav2vec, device=device)
+    features, num_frames = hallo_audio_features(wav2vec, to_mono_16k(waveform, sample_rate).to(device),
+                                                fps=int(fps), clip_frames=clip)
+    del wav2vec
+    windows = hallo_audio_windows(features)
+    pixels = _reference_pixels(image, settings.size).to(device, dtype)
+    conditions = _on(conditions, device, dtype)
+    with Mp4Writer(request.out, fps, settings.size, settings.size,
+                   audio=(waveform, sample_rate)) as writer:
+        for result in generate_hallo_clips(models, pixels, windows, num_frames, conditions,
+                                           sampling, seed=settings.seed, clip_frames=clip,
+                                           motion_frames=motion,
+                                           decode_batch=settings.decode_batch,
+                                           progress=progress, cancel=cancel):
+            writer.write(_to_uint8(result.frames))
+    logger.info("wrote %d frames to %s", writer.frames_written, request.out)
+    return request.out
+
+
+def _on(conditions: HalloConditions, device, dtype) -> HalloConditions:
+    def move(value):
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return torch.as_tensor(value).to(device=device, dtype=dtype)
+
+    return HalloConditions(*(move(getattr(conditions, name)) for name in (
+        "face_embedding", "face_region", "full_masks", "face_masks", "lip_masks")))
