@@ -24,3 +24,11 @@ class NoFaceError(EMOInputError):
 
 class EMOCancelled(EMOError):
     """Generation was cancelled through the cancel callback; nothing was written."""
+
+
+class EMOTerminated(EMOCancelled):
+    """The process was asked to stop (SIGTERM); nothing was written."""
+
+
+class OutputWriteError(EMOInputError):
+    """The output file could not be written (disk full, file-size limit, read-only folder)."""

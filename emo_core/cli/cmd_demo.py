@@ -64,6 +64,9 @@ def ensure_demo_weights(folder: Path) -> Path:
 
 
 def run(args) -> int:
+    from ..paths import check_output_path
+
+    check_output_path(args.out, ".mp4", what="--out")  # before any weights are built or loaded
     if args.talking_cartoon:
         return run_talking_cartoon(args)
     from ..pipeline.run import GenerateRequest, generate_video

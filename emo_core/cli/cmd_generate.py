@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..paths import check_output_path
 from ..pipeline.settings import SCHEDULERS, GenerationSettings
 from .progress import TqdmProgress
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
@@ -120,6 +121,7 @@ def _apply_style(models, args) -> None:
 
 
 def run(args) -> int:
+    check_output_path(args.out, ".mp4", what="--out")  # before any model loads
     from ..pipeline.run import generate_video
 
     with TqdmProgress() as progress:

@@ -139,8 +139,6 @@ def _speed_from_video(request: GenerateRequest, num_frames: int, fps: float) -> 
 
 
 def _check_output(out: Path) -> None:
-    out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise EMOInputError(f"--out must end in .mp4, got {out}")
-    if out.is_dir():
-        raise EMOInputError(f"--out {out} is a folder; give a file name ending in .mp4")
+    from ..paths import check_output_path
+
+    check_output_path(out, ".mp4", what="--out")
