@@ -39,6 +39,9 @@ MAX_CHANNELS = 64
 MAX_SINC_KERNEL = 16_000_000
 _LOWPASS_WIDTH = 6  # torchaudio's default lowpass_filter_width
 _BLOCK = 1 << 18  # samples per block when scanning long clips
+# Decoded samples are nominally -1..1; float files may overshoot a little. Far beyond this the
+# file holds unnormalised values (e.g. int PCM stored as float) that would saturate the features.
+MAX_PEAK = 8.0
 
 
 def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -52,6 +55,7 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     path = Path(path)
     if not path.is_file():
         raise EMOInputError(f"audio file {path} does not exist; check the path")
+    check_wav_header(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -71,8 +75,59 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
     if waveform.shape[1] == 0:
         raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
+    _check_peak(waveform, path)
     logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
     return waveform, int(rate)
+
+
+def _check_peak(waveform: torch.Tensor, path: Path) -> None:
+    peak = float(torch.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+    if peak > MAX_PEAK:
+        raise EMOInputError(
+            f"audio file {path} has samples up to {peak:.3g}, far outside the -1..1 range of "
+            "audio (float samples that were never normalised); normalise it (e.g. sox --norm, "
+            "or ffmpeg -af loudnorm) and try again")
+
+
+def check_wav_header(path: Path) -> None:
+    """A RIFF/WAVE file whose ``data`` chunk size disagrees with the file is refused: decoders
+    trust the header and would silently return a few samples (or stop early)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, length = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"data":
+                _check_data_chunk(path, handle, offset + 8, length, size)
+                return
+            offset += 8 + length + (length & 1)
+
+
+def _check_data_chunk(path: Path, handle, start: int, length: int, size: int) -> None:
+    if length in (0, 0xFFFFFFFF) and size - start > 0:  # streaming writers leave it unset
+        length = 0xFFFFFFFF
+    if length == 0xFFFFFFFF:
+        return
+    end = start + length + (length & 1)
+    if end > size:
+        raise EMOInputError(
+            f"audio file {path} is truncated: its header announces {length:,} bytes of samples "
+            f"but only {size - start:,} are there; export or copy it again")
+    offset = end
+    while offset + 8 <= size:  # what follows the samples must be well-formed chunks (LIST...)
+        handle.seek(offset)
+        chunk_id, chunk_len = handle.read(4), int.from_bytes(handle.read(4), "little")
+        if not (chunk_id.isascii() and chunk_id.strip(b" ").isalnum()) or offset + 8 + \
+                chunk_len > size:
+            raise EMOInputError(
+                f"audio file {path} has a damaged header: it announces {length:,} bytes of "
+                f"samples but {size - start:,} follow; re-export the WAV (or convert it to "
+                "flac) so the header matches the audio")
+        offset += 8 + chunk_len + (chunk_len & 1)
 
 
 def _decode_stream(av, container, stream) -> tuple[list[np.ndarray], int | None]:

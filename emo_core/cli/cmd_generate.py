@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..paths import check_output_path
 from ..pipeline.settings import SCHEDULERS, GenerationSettings
+from ..speed import parse_keyframes
 from .progress import TqdmProgress
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
 
@@ -68,7 +69,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
                         help="frames generated per clip (paper: 12); more = fewer seams, more memory")
     parser.add_argument("--motion-frames", type=int, default=defaults.motion_frames,
-                        help="previous-clip frames fed back for continuity (paper: 4)")
+                        help="previous-clip frames fed back for continuity (default: the "
+                        "checkpoint's own count; paper: 4)")
     parser.add_argument("--first-clip-motion", choices=("zeros", "reference"),
                         default=defaults.first_clip_motion,
                         help="motion frames of the first clip: zero maps (paper) or reference copies")
@@ -122,6 +124,8 @@ def _apply_style(models, args) -> None:
 
 def run(args) -> int:
     check_output_path(args.out, ".mp4", what="--out")  # before any model loads
+    if args.speed_keyframes is not None:
+        parse_keyframes(args.speed_keyframes)  # a typo fails now, not after the models load
     from ..pipeline.run import generate_video
 
     with TqdmProgress() as progress:

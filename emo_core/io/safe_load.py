@@ -90,7 +90,7 @@ def _load_pickle(path: Path) -> object:
                 "release of the same model."
             ) from error
         raise _corrupt(path, error) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - torch.load on garbage raises many types
         raise _corrupt(path, error) from error
 
 
@@ -128,7 +128,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         try:
             tensors = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise _corrupt(path, error) from error
         return _tensors_only(tensors, path)
     return _tensors_only(_load_pickle(path), path)

@@ -68,7 +68,7 @@ class EMOPipeline:
         ``audio``: AudioFeatures (``windows: (F, 2m+1, L, C)``); ``face_mask``: ``(S, S)`` or
         ``(F, S, S)`` float (union per clip); ``speed``: ``(F,)`` deg/frame or a float.
         """
-        settings.validate()
+        settings = settings.validate().for_model(self.models.backbone.config)
         total_frames = int(audio.num_frames)
         speed = self._check_inputs(reference, audio, face_mask, speed, settings, total_frames)
         spans = clip_spans(total_frames, settings.frames_per_clip)

@@ -54,11 +54,16 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     from ..face.detect import find_face
     from ..face.mask import face_locator_mask
     from ..image import load_image_file
-    from ..io.emo_checkpoint import load_emo_checkpoint
+    from ..io.emo_checkpoint import load_emo_checkpoint, read_emo_configs, resolve_checkpoint_path
     from ..io.wav2vec import load_wav2vec
+    from ..speed import parse_keyframes
 
     settings = request.settings.validate()
     _check_output(request.out)
+    configs = read_emo_configs(resolve_checkpoint_path(request.checkpoint))  # header only
+    settings = settings.for_model(configs.get("backbone", {}))  # before any model runs
+    if request.speed_keyframes is not None:
+        parse_keyframes(request.speed_keyframes)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
 
