@@ -40,7 +40,8 @@ def parse_config_json(text: str, what: str, hint: str) -> object:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError, ValueError) as error:
-        raise CheckpointError(f"{what} is not valid JSON ({error}); the file is damaged: {hint}"
+        raise CheckpointError(f"{what} is not readable JSON ({error}): not valid JSON, the file "
+                              f"is damaged: {hint}"
                               ) from None
 
 
@@ -87,7 +88,8 @@ def check_config_values(config: object, what: str, hint: str, path: str = "") ->
         raise CheckpointError(f"{what}: {path} = {config} is not a usable number; {hint}")
 
 
-def meta_element_count(build: Callable[[], torch.nn.Module], what: str, hint: str) -> int:
+def meta_element_count(build: Callable[[], torch.nn.Module], what: str, hint: str,
+                       kind: str = "model") -> int:
     """Build a model on the meta device (no memory) and count its parameter + buffer elements.
 
     Any error while building means the config does not describe a valid model."""
@@ -97,7 +99,7 @@ def meta_element_count(build: Callable[[], torch.nn.Module], what: str, hint: st
     except CheckpointError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure = an invalid config, said plainly
-        raise CheckpointError(f"{what} does not describe a valid model ({type(error).__name__}: "
+        raise CheckpointError(f"{what} does not describe a valid {kind} ({type(error).__name__}: "
                               f"{_first_line(error)}); {hint}") from None
     count = sum(t.numel() for t in model.state_dict().values())
     if count > MAX_ELEMENTS:

@@ -122,14 +122,14 @@ def _check_size(folder: Path, config: dict) -> None:
     if count > MAX_WAV2VEC_ELEMENTS:
         raise CheckpointError(f"{what} describes a model of {count:,} weights (wav2vec2-large "
                               f"has 317 M); the config is damaged. {_WHERE}")
-    single = [folder / n for n in ("model.safetensors", "pytorch_model.bin")
-              if (folder / n).is_file()]
+    # Pickles (pytorch_model.bin) are size-checked by transformers' weights_only load instead.
+    single = [folder / "model.safetensors"] if (folder / "model.safetensors").is_file() else []
     if single and 2 * (count - config.get("hidden_size", 0)) > single[0].stat().st_size:
         raise CheckpointError(
             f"{what} describes a model of {count:,} weights but {single[0].name} holds only "
             f"{single[0].stat().st_size:,} bytes; the config and the weights do not belong "
             f"together, or the file is truncated. {_WHERE}")
-    if single and single[0].suffix == ".safetensors":
+    if single:
         try:
             with safe_open(str(single[0]), framework="pt") as handle:
                 # Hub files of Wav2Vec2ForCTC prefix the encoder with "wav2vec2.".
