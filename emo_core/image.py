@@ -141,9 +141,9 @@ def _pil_to_array(picture: Image.Image) -> np.ndarray:
 
 
 def _too_large(path: Path, size: tuple[int, int] | None, limit: int) -> EMOInputError:
-    dims = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    dims = f"is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "has too many pixels"
     return EMOInputError(
-        f"image file {str(path)!r} is {dims}, above the limit of {limit:,} (or a decompression "
+        f"image file {str(path)!r} {dims}, more than the limit of {limit:,} (or is a decompression "
         f"bomb); resize the photo (the face is cropped to 512 px anyway), or raise the limit by "
         f"setting the environment variable {MAX_PIXELS_ENV}")
 

@@ -11,6 +11,10 @@ Decisions (what callers can rely on):
 - NaN / +-inf samples are replaced with 0 and a warning with their count is logged: a handful of
   corrupt samples should not stop an hour-long render, and 0 is silence. If *every* sample is
   non-finite the input is not audio and an ``EMOInputError`` is raised.
+- Samples beyond +-``MAX_PEAK`` (unnormalised float audio, e.g. int PCM stored as float) are an
+  ``EMOInputError`` saying so; a slight overshoot of float files (up to 8x) is used as it is.
+- WAV files whose header announces a data size the file does not have are refused
+  (``check_wav_header``): decoders trust the header and would return a few samples silently.
 - Silence (all zeros) is valid and produces frames; refusing silent takes is the caller's policy.
 - Too-short audio is checked where the video frame rate is known
   (``features.extract_audio_features`` raises "shorter than one video frame at X fps").
@@ -75,16 +79,18 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
     if waveform.shape[1] == 0:
         raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
-    _check_peak(waveform, path)
+    _check_peak(waveform, f"file {path}")
     logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
     return waveform, int(rate)
 
 
-def _check_peak(waveform: torch.Tensor, path: Path) -> None:
-    peak = float(torch.nan_to_num(waveform, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+def _check_peak(waveform: torch.Tensor, source) -> None:
+    """Refuse samples far outside -1..1 (``MAX_PEAK``): unnormalised float audio."""
+    peak = max((float(torch.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+                for block in waveform.reshape(-1).split(_BLOCK)), default=0.0)
     if peak > MAX_PEAK:
         raise EMOInputError(
-            f"audio file {path} has samples up to {peak:.3g}, far outside the -1..1 range of "
+            f"audio {source} has samples up to {peak:.3g}, far outside the -1..1 range of "
             "audio (float samples that were never normalised); normalise it (e.g. sox --norm, "
             "or ffmpeg -af loudnorm) and try again")
 
@@ -153,6 +159,7 @@ def to_mono_16k(waveform, sample_rate) -> torch.Tensor:
     """
     rate = check_sample_rate(sample_rate)
     channels = _replace_non_finite(_as_channels_first(waveform))
+    _check_peak(channels, "input")
     if rate == TARGET_RATE:
         return _mix(channels).contiguous()
     _check_resample_cost(rate)
