@@ -35,11 +35,11 @@ def _resolve(path: Path, what: str) -> Path:
 def _existing_ancestor(path: Path, what: str) -> Path:
     """The nearest existing ancestor of ``path``; it must be a folder (``afile/out.mp4``)."""
     for parent in path.parents:
+        if not os.path.lexists(parent):
+            continue
         try:
             info = parent.stat()
-        except FileNotFoundError:
-            continue
-        except OSError as error:  # ELOOP, EACCES, ENOTDIR
+        except OSError as error:  # ELOOP, EACCES, ENOTDIR, a dangling symlink (ENOENT)
             raise _refuse(what, path, f"has an unusable folder {str(parent)!r} ({error.strerror})"
                           ) from None
         if not stat.S_ISDIR(info.st_mode):

@@ -228,15 +228,16 @@ def frame_count(path: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def classify(key: str, result: dict, out_folder: Path) -> tuple[str, str]:
-    """(class, explanation): refusal / success / cancelled / crash / leak / hang / unclear."""
+def classify(key: str, result: dict, out_folder: Path, existing=frozenset()) -> tuple[str, str]:
+    """(class, explanation): refusal / success / cancelled / crash / leak / hang / unclear.
+    ``existing``: files that were in ``out_folder`` before the run (the hostile paths)."""
     kind, expected = _expected(key)
     text = result["stdout"] + result["stderr"]
     if result["hung"]:
         return "hang", f"killed after {result['seconds']} s"
     if "Traceback" in text or result["rc"] not in (0, 2, 130, 143):
         return "crash", f"rc {result['rc']}\n{result['stderr'][-3000:]}"
-    files = _leftovers(out_folder)
+    files = [f for f in _leftovers(out_folder) if f not in existing]
     if kind == "success":
         videos = [f for f in files if f.endswith(".mp4")]
         if result["rc"] != 0 or len(files) != 1 or len(videos) != 1:
@@ -270,6 +271,7 @@ def fuzz(tmp_path_factory, demo_weights):
          "w2v": hostile_wav2vec(root / "w2v", demo_weights), "src": tiny_sources(root / "src")}
     p["out"].mkdir()
     p["out_paths"] = _out_paths(p)
+    existing = set(_leftovers(p["out"] / "_paths"))
     for name, seconds, channels, rate in (("speech", SUCCESS_SECONDS, 1, 16000),
                                           ("speech2", 2.0, 1, 16000),
                                           ("speech_stereo", SUCCESS_SECONDS, 2, 44100)):
@@ -292,7 +294,7 @@ def fuzz(tmp_path_factory, demo_weights):
                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
                         "HOME": str(root)})
     results = json.loads(results_file.read_text())
-    classes = {key: classify(key, results[key], _out_folder(p, key)) for key in CASES}
+    classes = {key: classify(key, results[key], _out_folder(p, key), existing) for key in CASES}
     totals = {name: sum(1 for c, _ in classes.values() if c == name)
               for name in ("refusal", "success", "cancelled", "crash", "leak", "hang", "unclear")}
     markers = sorted(str(m) for m in root.rglob("MARKER_*"))

@@ -138,8 +138,6 @@ def _main(argv: list[str] | None) -> int:
         logger.debug("full error text: %s", error)
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except EMOTerminated:
-        raise
     except EMOCancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)
         return EXIT_CANCELLED

@@ -47,8 +47,7 @@ def load_wav2vec(folder: str | Path, device="cpu", dtype: torch.dtype = torch.fl
     from transformers import Wav2Vec2Model  # heavy import, only when a model is loaded
 
     folder = Path(folder)
-    config = _check_folder(folder)
-    _check_size(folder, config)
+    check_wav2vec_folder(folder)
     try:
         with _hub_offline(), _quiet_transformers():
             # Mis-shaped weights are reported by _check_loading_info with their names.
@@ -69,6 +68,15 @@ def load_wav2vec(folder: str | Path, device="cpu", dtype: torch.dtype = torch.fl
     logger.info("loaded wav2vec2 from %s: %d layers x %d", folder,
                 model.config.num_hidden_layers, model.config.hidden_size)
     return model
+
+
+def check_wav2vec_folder(folder: str | Path) -> dict:
+    """Every check short of loading the weights (folder, config bounds, the size of the model it
+    describes on the meta device, header dtypes); returns the config. For preflight checks."""
+    folder = Path(folder)
+    config = _check_folder(folder)
+    _check_size(folder, config)
+    return config
 
 
 def _check_folder(folder: Path) -> dict:

@@ -54,14 +54,16 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     from ..face.detect import find_face
     from ..face.mask import face_locator_mask
     from ..image import load_image_file
-    from ..io.emo_checkpoint import load_emo_checkpoint, read_emo_configs, resolve_checkpoint_path
-    from ..io.wav2vec import load_wav2vec
+    from ..io.emo_checkpoint import check_emo_checkpoint, load_emo_checkpoint
+    from ..io.wav2vec import check_wav2vec_folder, load_wav2vec
     from ..speed import parse_keyframes
 
     settings = request.settings.validate()
     _check_output(request.out)
-    configs = read_emo_configs(resolve_checkpoint_path(request.checkpoint))  # header only
-    settings = settings.for_model(configs.get("backbone", {}))  # before any model runs
+    # Weight files are checked (headers, configs on the meta device) before any model runs.
+    configs = check_emo_checkpoint(request.checkpoint)
+    settings = settings.for_model(configs.get("backbone", {}))
+    check_wav2vec_folder(request.wav2vec)
     if request.speed_keyframes is not None:
         parse_keyframes(request.speed_keyframes)
     device = resolve_device(request.device)
