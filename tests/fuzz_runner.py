@@ -5,7 +5,7 @@ imports ``emo_core.cli.main`` and torch once (seconds on 2 busy cores), then for
 case that runs exactly what ``python -m emo_core`` runs (``sys.exit(main())``, with the
 interpreter's own handling of SystemExit and uncaught exceptions), with its own argv, cwd,
 environment, stdout/stderr files and resource limits. The parent enforces a timeout (a hang) and
-can send a signal once a text appears in the child's stderr. Cases are JSON objects:
+can send a signal once a text appears in the child's stderr. Two cases run at a time. Cases are JSON objects:
 ``{"name", "argv", "cwd", "env": {...}, "timeout", "fsize_limit": bytes | null,
 "signal": "SIGINT" | "SIGTERM" | null, "signal_after": "text in stderr"}``.
 Results: ``{"name": {"rc", "stdout", "stderr", "seconds", "hung"}}``.
@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PARALLEL = 2  # children at a time: the test machines have 2 cores
 
 
 def _child(case: dict, out_path: str, err_path: str) -> None:
@@ -56,24 +57,40 @@ def _child(case: dict, out_path: str, err_path: str) -> None:
     os._exit(int(code or 0) & 0xFF)
 
 
-def _wait(pid: int, case: dict, err_path: str) -> tuple[int, bool]:
-    """(exit status, hung) for the child; sends ``case["signal"]`` once its text appears."""
-    deadline = time.monotonic() + float(case.get("timeout", 120))
-    pending = getattr(signal, case["signal"]) if case.get("signal") else None
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+class _Running:
+    """One forked case: polls its exit, sends its signal once its text appears, times out."""
+
+    def __init__(self, case: dict, pid: int, out_path: Path, err_path: Path):
+        self.case, self.pid, self.out_path, self.err_path = case, pid, out_path, err_path
+        self.started = time.monotonic()
+        self.deadline = self.started + float(case.get("timeout", 120))
+        self.pending = getattr(signal, case["signal"]) if case.get("signal") else None
+        self.seen_at: float | None = None
+
+    def poll(self) -> dict | None:
+        """The result once the child ended (or was killed as hung), else None."""
+        done, status = os.waitpid(self.pid, os.WNOHANG)
         if done:
-            return (os.waitstatus_to_exitcode(status), False)
-        if pending is not None and case.get("signal_after", "") in Path(err_path).read_text(
-                errors="replace"):
-            time.sleep(float(case.get("signal_delay", 0.5)))
-            os.kill(pid, pending)
-            pending = None
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return (-9, True)
-        time.sleep(0.05)
+            return self._result(os.waitstatus_to_exitcode(status), False)
+        now = time.monotonic()
+        if self.pending is not None:
+            if self.seen_at is None and self.case.get("signal_after", "") in \
+                    self.err_path.read_text(errors="replace"):
+                self.seen_at = now
+            if self.seen_at is not None and now - self.seen_at >= float(
+                    self.case.get("signal_delay", 0.5)):
+                os.kill(self.pid, self.pending)
+                self.pending = None
+        if now > self.deadline:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            return self._result(-9, True)
+        return None
+
+    def _result(self, rc: int, hung: bool) -> dict:
+        return {"rc": rc, "hung": hung, "seconds": round(time.monotonic() - self.started, 2),
+                "stdout": self.out_path.read_text(errors="replace"),
+                "stderr": self.err_path.read_text(errors="replace")}
 
 
 def preload() -> None:
@@ -95,21 +112,25 @@ def preload() -> None:
 
 def run_cases(cases: list[dict], scratch: Path) -> dict:
     preload()
-    results = {}
-    for index, case in enumerate(cases):
-        out_path, err_path = scratch / f"{index}.out", scratch / f"{index}.err"
-        out_path.write_text("")
-        err_path.write_text("")  # exists before the child runs: the parent polls it for signals
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            _child(case, str(out_path), str(err_path))
-        rc, hung = _wait(pid, case, str(err_path))
-        results[case["name"]] = {
-            "rc": rc, "hung": hung, "seconds": round(time.monotonic() - started, 2),
-            "stdout": out_path.read_text(errors="replace"),
-            "stderr": err_path.read_text(errors="replace"),
-        }
+    results: dict = {}
+    queue = list(enumerate(cases))
+    running: list[_Running] = []
+    while queue or running:
+        while queue and len(running) < PARALLEL:
+            index, case = queue.pop(0)
+            out_path, err_path = scratch / f"{index}.out", scratch / f"{index}.err"
+            out_path.write_text("")
+            err_path.write_text("")  # exists before the child runs: polled for signal texts
+            pid = os.fork()
+            if pid == 0:
+                _child(case, str(out_path), str(err_path))
+            running.append(_Running(case, pid, out_path, err_path))
+        for child in list(running):
+            result = child.poll()
+            if result is not None:
+                results[child.case["name"]] = result
+                running.remove(child)
+        time.sleep(0.05)
     return results
 
 

@@ -142,7 +142,8 @@ def _classify(server, key: str) -> tuple[str, str]:
     error = messages.get("execution_error")
     if entry["status"]["status_str"] != "error" or error is None:
         return "unclear", json.dumps(messages)[:1500]
-    if not error["exception_type"].endswith(OUR_ERRORS) or "\n" in error["exception_message"]:
+    message = error["exception_message"].strip()  # ComfyUI appends a newline
+    if not error["exception_type"].endswith(OUR_ERRORS) or "\n" in message:
         return "crash", f"{error['exception_type']}: {error['exception_message'][:1500]}"
     return "refusal", f"{error['node_type']}: {error['exception_message']}"
 
