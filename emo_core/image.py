@@ -148,29 +148,43 @@ def _too_large(path: Path, size: tuple[int, int] | None, limit: int) -> EMOInput
         f"setting the environment variable {MAX_PIXELS_ENV}")
 
 
+def check_image_file(path) -> tuple[int, int]:
+    """``(width, height)`` from the file header (nothing decoded): the file must exist, be an
+    image PIL can identify, and be within :func:`max_image_pixels`. For preflight checks."""
+    path = Path(path)
+    if not path.is_file():
+        raise EMOInputError(f"image file {str(path)!r} does not exist; check the path.")
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as picture:
+                size = picture.size
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, None, limit) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise EMOInputError(f"image file {str(path)!r} could not be read ({error}); use a PNG, "
+                            "JPEG or WebP image.") from error
+    if size[0] * size[1] > limit:
+        raise _too_large(path, size, limit)
+    return size
+
+
 def load_image_file(path) -> np.ndarray:
     """Read an image file with PIL, apply its EXIF orientation -> (H, W, 3) uint8 RGB.
 
     Files above :func:`max_image_pixels` are refused from their header, before decoding."""
     path = Path(path)
-    if not path.is_file():
-        raise EMOInputError(f"image file {str(path)!r} does not exist; check the path.")
-    limit = max_image_pixels()
-    # PIL refuses above 2x its own limit at open(); let a raised EMO limit through.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
+    check_image_file(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked above
             with Image.open(path) as picture:
-                if picture.size[0] * picture.size[1] > limit:
-                    raise _too_large(path, picture.size, limit)
                 picture = ImageOps.exif_transpose(picture)  # phone photos store rotation in EXIF
                 array = _pil_to_array(picture)
-    except Image.DecompressionBombError as error:
-        raise _too_large(path, None, limit) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as error:
-        if isinstance(error, EMOInputError):
-            raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError,
+            Image.DecompressionBombError) as error:
         raise EMOInputError(
             f"image file {str(path)!r} could not be read ({error}); "
             "use a PNG, JPEG or WebP image."
