@@ -56,10 +56,7 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     """
     import av  # imported here: decoding is the only place that needs PyAV
 
-    path = Path(path)
-    if not path.is_file():
-        raise EMOInputError(f"audio file {path} does not exist; check the path")
-    check_wav_header(path)
+    path = check_audio_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -82,6 +79,15 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     _check_peak(waveform, f"file {path}")
     logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
     return waveform, int(rate)
+
+
+def check_audio_file(path: str | Path) -> Path:
+    """Cheap checks before any model runs: the file exists and a WAV header is consistent."""
+    path = Path(path)
+    if not path.is_file():
+        raise EMOInputError(f"audio file {path} does not exist; check the path")
+    check_wav_header(path)
+    return path
 
 
 def _check_peak(waveform: torch.Tensor, source) -> None:

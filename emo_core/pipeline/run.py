@@ -49,25 +49,28 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    cancel: CancelFn | None = None) -> Path:
     """Run EMO end to end and write ``request.out`` atomically; returns the path."""
     from ..audio.features import extract_audio_features
-    from ..audio.waveform import load_audio_file
+    from ..audio.waveform import check_audio_file, load_audio_file
     from ..face.crop import crop_image, face_crop_box, paste_back
     from ..face.detect import find_face
     from ..face.mask import face_locator_mask
-    from ..image import load_image_file
+    from ..image import check_image_file, load_image_file
     from ..io.emo_checkpoint import check_emo_checkpoint, load_emo_checkpoint
     from ..io.wav2vec import check_wav2vec_folder, load_wav2vec
     from ..speed import parse_keyframes
 
     settings = request.settings.validate()
     _check_output(request.out)
-    # Weight files are checked (headers, configs on the meta device) before any model runs.
-    configs = check_emo_checkpoint(request.checkpoint)
-    settings = settings.for_model(configs.get("backbone", {}))
-    check_wav2vec_folder(request.wav2vec)
-    if request.speed_keyframes is not None:
-        parse_keyframes(request.speed_keyframes)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
+    # Cheap checks first (file headers), then the weight files (configs built on the meta
+    # device): a bad input fails in seconds, before any model runs.
+    if request.speed_keyframes is not None:
+        parse_keyframes(request.speed_keyframes)
+    check_image_file(request.image)
+    check_audio_file(request.audio)
+    check_wav2vec_folder(request.wav2vec)
+    configs = check_emo_checkpoint(request.checkpoint)
+    settings = settings.for_model(configs.get("backbone", {}))
 
     original = load_image_file(request.image)
     face = find_face(original, request.mediapipe, face_index=request.face_index)
