@@ -77,6 +77,13 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     if waveform.shape[1] == 0:
         raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
     _check_peak(waveform, f"file {path}")
+    if not bool(torch.isfinite(waveform).any()):
+        raise EMOInputError(f"audio file {path} has no finite samples (all are NaN or infinite); "
+                            "the file is corrupt: re-export it")
+    try:  # the check to_mono_16k makes later, here with the file's name
+        _check_resample_cost(check_sample_rate(rate))
+    except EMOInputError as error:
+        raise EMOInputError(f"audio file {path}: {error}") from None
     logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
     return waveform, int(rate)
 

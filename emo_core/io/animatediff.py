@@ -51,6 +51,10 @@ def load_motion_module(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"motion module {str(path)!r}: {error}") from error
     if all(k.startswith("module.") for k in state_dict):
         state_dict = strip_prefix(state_dict, "module.")
+    what, hint = f"motion module {str(path)!r}", "use an undamaged SD1.5 AnimateDiff module"
+    dtypes = {k: v.dtype for k, v in state_dict.items()}
+    check_float_dtypes({k: torch.empty(0) for k in state_dict}, dtypes, what, hint)
+    check_finite(state_dict, what, hint)
     return state_dict
 
 

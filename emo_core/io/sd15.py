@@ -89,7 +89,10 @@ def unet_from_state_dict(
 ) -> UNet2DConditionModel:
     """SD1.5 UNet from an already-read state dict (LDM or diffusers names)."""
     config = dict(config or shipped_config("unet"))
-    converted = ldm_to_diffusers_unet(state_dict, config)
+    try:
+        converted = ldm_to_diffusers_unet(state_dict, config)
+    except CheckpointError as error:  # say which file: the converters only see tensors
+        raise CheckpointError(f"{what}: {error}") from None
     return _build_and_load(UNet2DConditionModel, config, converted, what, dtype)
 
 
@@ -99,7 +102,10 @@ def vae_from_state_dict(
 ) -> AutoencoderKL:
     """SD VAE from an already-read state dict (full checkpoint, LDM VAE or diffusers names)."""
     config = dict(config or shipped_config("vae"))
-    converted = ldm_to_diffusers_vae(state_dict, config)
+    try:
+        converted = ldm_to_diffusers_vae(state_dict, config)
+    except CheckpointError as error:
+        raise CheckpointError(f"{what}: {error}") from None
     return _build_and_load(AutoencoderKL, config, converted, what, dtype)
 
 
