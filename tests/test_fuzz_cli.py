@@ -116,8 +116,9 @@ MISC_CASES = ["missing_image", "missing_audio", "missing_checkpoint", "missing_w
 SIGNAL_CASES = {"signal_sigint_sampling": ("SIGINT", "denoising", 130),
                 "signal_sigterm_sampling": ("SIGTERM", "denoising", 143),
                 "signal_sigterm_loading": ("SIGTERM", "", 143),
-                "signal_sigint_loading": ("SIGINT", "", 130)}
-LIMIT_CASES = ["limit_file_size"]
+                "signal_sigint_loading": ("SIGINT", "", 130),
+                "signal_sigterm_demo_weights": ("SIGTERM", "", 143)}
+LIMIT_CASES = ["limit_file_size", "limit_file_size_demo_weights"]
 SUCCESS_CASES = ["success_plain", "success_rgba_stereo_44k_long_clips"]
 
 CASES = ([f"image:{n}" for n in IMAGE_CASES] + [f"audio:{n}" for n in AUDIO_CASES]
@@ -179,8 +180,13 @@ def _case(p, key: str) -> dict:
         case.update(_misc(p, key, name))
     elif group == "signal":
         sig, after, _ = SIGNAL_CASES[name]
-        case.update(argv=_generate(p, key, extra=["--steps", "200"]), signal=sig,
-                    signal_after=after, signal_delay=1.0 if after else 2.0)
+        argv = (["demo-weights", "--out", str(p["out"] / key / "weights")]
+                if name.endswith("demo_weights") else _generate(p, key, extra=["--steps", "200"]))
+        case.update(argv=argv, signal=sig, signal_after=after,
+                    signal_delay=1.0 if after else 2.0)
+    elif name == "limit_file_size_demo_weights":  # the 36 MB checkpoint passes 1 MB
+        case.update(argv=["demo-weights", "--out", str(p["out"] / key / "weights")],
+                    fsize_limit=1_000_000)
     elif group == "limit":  # 128 px noise frames pass 48 kB within the first clip
         case.update(argv=_generate(p, key, audio=p["speech2"], extra=["--size", "128"]),
                     fsize_limit=48_000)
