@@ -188,15 +188,18 @@ def _build(configs: dict, path: Path):
 
 
 def load_emo_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    checked: dict[str, dict] | None = None,
 ):
     """Rebuild ``EMOModels`` from an EMO checkpoint (file or folder); eval mode on ``device``.
 
     Raises :class:`CheckpointError` (and loads nothing) for a missing, truncated or non-EMO file,
-    bad metadata, or tensors that do not match the model the metadata describes.
+    bad metadata, or tensors that do not match the model the metadata describes. ``checked``:
+    the configs :func:`check_emo_checkpoint` already returned for this file (skips a second
+    meta-device build).
     """
     path = resolve_checkpoint_path(path)
-    configs = check_emo_checkpoint(path)
+    configs = checked if checked is not None else check_emo_checkpoint(path)
     models = _build(configs, path)
     try:
         tensors = load_file(str(path), device="cpu")

@@ -42,12 +42,16 @@ _WHERE = ("Download facebook/wav2vec2-base-960h from huggingface.co (config.json
           "ComfyUI/models/wav2vec2/wav2vec2-base-960h")
 
 
-def load_wav2vec(folder: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
-    """Folder with ``config.json`` + weights -> ``Wav2Vec2Model`` in eval mode, no gradients."""
+def load_wav2vec(folder: str | Path, device="cpu", dtype: torch.dtype = torch.float32,
+                 checked: bool = False):
+    """Folder with ``config.json`` + weights -> ``Wav2Vec2Model`` in eval mode, no gradients.
+
+    ``checked=True``: :func:`check_wav2vec_folder` already passed for this folder."""
     from transformers import Wav2Vec2Model  # heavy import, only when a model is loaded
 
     folder = Path(folder)
-    check_wav2vec_folder(folder)
+    if not checked:
+        check_wav2vec_folder(folder)
     try:
         with _hub_offline(), _quiet_transformers():
             # Mis-shaped weights are reported by _check_loading_info with their names.

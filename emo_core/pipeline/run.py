@@ -80,12 +80,12 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
 
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
-    wav2vec = load_wav2vec(request.wav2vec, device=device)
+    wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
     audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device)
     del wav2vec  # not needed while sampling; frees its memory
     speed = _speed_curve(request, audio.num_frames, settings.fps)
 
-    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype, checked=configs)
     if request.prepare_models is not None:
         request.prepare_models(models)
     pipeline = EMOPipeline(models, device=device, dtype=dtype)
