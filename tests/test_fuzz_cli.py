@@ -116,8 +116,7 @@ MISC_CASES = ["missing_image", "missing_audio", "missing_checkpoint", "missing_w
 SIGNAL_CASES = {"signal_sigint_sampling": ("SIGINT", "denoising", 130),
                 "signal_sigterm_sampling": ("SIGTERM", "denoising", 143),
                 "signal_sigterm_loading": ("SIGTERM", "", 143),
-                "signal_sigint_loading": ("SIGINT", "", 130),
-                "signal_sigterm_demo_weights": ("SIGTERM", "", 143)}
+                "signal_sigint_loading": ("SIGINT", "", 130)}
 LIMIT_CASES = ["limit_file_size", "limit_file_size_demo_weights"]
 SUCCESS_CASES = ["success_plain", "success_rgba_stereo_44k_long_clips"]
 
@@ -180,10 +179,8 @@ def _case(p, key: str) -> dict:
         case.update(_misc(p, key, name))
     elif group == "signal":
         sig, after, _ = SIGNAL_CASES[name]
-        argv = (["demo-weights", "--out", str(p["out"] / key / "weights")]
-                if name.endswith("demo_weights") else _generate(p, key, extra=["--steps", "200"]))
-        case.update(argv=argv, signal=sig, signal_after=after,
-                    signal_delay=1.0 if after else 2.0)
+        case.update(argv=_generate(p, key, extra=["--steps", "200"]), signal=sig,
+                    signal_after=after, signal_delay=1.0 if after else 2.0)
     elif name == "limit_file_size_demo_weights":  # the 36 MB checkpoint passes 1 MB
         case.update(argv=["demo-weights", "--out", str(p["out"] / key / "weights")],
                     fsize_limit=1_000_000)

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,12 @@ def save_safetensors_atomic(
     try:
         save_file(prepared, temp_name, metadata=meta)
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, (SafetensorError, OSError)):  # disk full, ulimit -f, read-only
+            raise OutputWriteError(
+                f"could not write {str(path)!r} ({error}); free disk space, raise the file-size "
+                "limit (ulimit -f) or choose another output folder") from error
         raise
     logger.info("wrote %s (%d tensors)", path, len(prepared))
     return path
