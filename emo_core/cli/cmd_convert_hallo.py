@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="Hallo's pretrained_models/ folder")
     parser.add_argument("--unet-kwargs", type=Path, metavar="FILE.json",
                         help="Hallo unet_additional_kwargs as JSON (default: the values of "
-                             "Hallo's configs/inference/default.yaml)")
+                             "Hallo's released inference config)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
                         help="output EMO checkpoint (Hallo variant)")
     return parser
