@@ -154,14 +154,17 @@ class HalloClipInputs:
 
 def clip_inputs(models, conditions: HalloConditions, audio_tokens: torch.Tensor,
                 reference: torch.Tensor, motion: torch.Tensor, bank_dtype=torch.float16,
-                speed_tokens: torch.Tensor | None = None) -> HalloClipInputs:
+                speed_tokens: torch.Tensor | None = None,
+                face: torch.Tensor | None = None) -> HalloClipInputs:
     """``audio_tokens: (1, f, K, D)`` (audio projection output), ``speed_tokens: (1, f, S, Ds)``
     (speed encoder output; speed is not a guidance condition: both rows get it) -> the clip's
-    CFG inputs."""
+    CFG inputs. ``face``: the face locator's output for ``conditions.face_region`` when the
+    caller already has it (it is the same for every clip of a video)."""
     embedding = conditions.face_embedding
     contexts = models.image_projection(torch.cat([torch.zeros_like(embedding), embedding]))
     # Hallo repeats the face region per frame; the frames are identical: one locator pass.
-    face = models.face_locator(conditions.face_region)
+    if face is None:
+        face = models.face_locator(conditions.face_region)
     return HalloClipInputs(
         reference=hallo_reference(models, reference, motion, contexts, audio_tokens.shape[1],
                                   bank_dtype),

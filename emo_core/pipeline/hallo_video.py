@@ -63,6 +63,7 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
     height, width = reference.shape[-2:]
     param = next(models.backbone.parameters())
     speed_tokens = _speed_tokens(models, speed, num_frames, clips * clip_frames, param)
+    face = models.face_locator(conditions.face_region)  # same for every clip: once per video
     for index in range(clips):
         if cancel is not None and cancel():
             raise EMOCancelled(f"cancelled before clip {index + 1} of {clips}")
@@ -70,7 +71,8 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
         tokens = models.audio_projection(windows[None].to(param.device, param.dtype))
         span = slice(index * clip_frames, (index + 1) * clip_frames)
         inputs = clip_inputs(models, conditions, tokens, reference, motion,
-                             speed_tokens=None if speed_tokens is None else speed_tokens[:, span])
+                             speed_tokens=None if speed_tokens is None else speed_tokens[:, span],
+                             face=face)
         # Hallo draws (b, c, f, h, w) noise; the Backbone takes (b, f, c, h, w).
         noise = torch.randn((1, reference.shape[1], clip_frames, height, width),
                             generator=generator).permute(0, 2, 1, 3, 4)
