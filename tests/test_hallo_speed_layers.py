@@ -190,3 +190,36 @@ def _pipeline_uses_speed(models, data, conditions):
     slow, fast = clip(torch.zeros(16)), clip(torch.full((16,), 8.0))
     assert slow.shape == fast.shape == (16, 3, 128, 128)
     assert float((slow - fast).abs().max()) > 0  # trained speed layers reach the frames
+
+
+def test_gradient_checkpointing_gives_the_same_hallo_gradients(files, shards, tmp_path):
+    """configs/train_stage3_hallo.yaml turns checkpointing on: the Hallo forward's per-call
+    Backbone state must survive the recomputation in backward."""
+    from emo_core.training.config import DropoutConfig, TrainConfig
+    from emo_core.training.step import compute_loss
+    from emo_core.training.trainer import Trainer
+
+    results = []
+    for checkpointing in (False, True):
+        config = TrainConfig(stage=3, data=str(shards), output_dir=str(tmp_path / "run"),
+                             init_checkpoint=str(files[1]), frames=FRAMES, motion_frames=MOTION,
+                             batch_size=2, prediction_type="v_prediction",
+                             gradient_checkpointing=checkpointing,
+                             dropout=DropoutConfig(reference=0.0, audio=0.0, both=0.0, motion=0.0))
+        trainer = Trainer(config, log_with=None)
+        trainer.module.train()
+        batch = next(trainer._batches())
+        loss = compute_loss(trainer.module, trainer.models, batch, trainer.noise_scheduler,
+                            config, torch.Generator().manual_seed(3))
+        loss.backward()
+        results.append((float(loss.detach()), {n: p.grad.clone() for n, p in
+                                      trainer.models.named_parameters() if p.grad is not None}))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert grad_a.keys() == grad_b.keys()
+    # Zero-initialised speed output: only to_out has a non-zero gradient yet (upstream of a
+    # zero matrix every gradient is exactly zero).
+    nonzero = sorted(k for k, v in grad_a.items() if bool(v.abs().max() > 0))
+    assert nonzero and all(".attention_blocks.2.to_out." in k for k in nonzero), nonzero[:3]
+    for name, value in grad_a.items():
+        torch.testing.assert_close(grad_b[name], value, rtol=1e-4, atol=1e-7, msg=name)
