@@ -223,3 +223,39 @@ def test_gradient_checkpointing_gives_the_same_hallo_gradients(files, shards, tm
     assert nonzero and all(".attention_blocks.2.to_out." in k for k in nonzero), nonzero[:3]
     for name, value in grad_a.items():
         torch.testing.assert_close(grad_b[name], value, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_generate_uses_the_speed_input_of_a_hallo_speed_checkpoint(files, data, conditions,
+                                                                     tmp_path, caplog):
+    """The user path (``generate``): a Hallo checkpoint with speed layers takes the speed input
+    (no "ignoring" warning) and writes the audio's exact frame count."""
+    import logging
+    import wave
+
+    import numpy as np
+    from PIL import Image
+
+    from emo_core.pipeline.run import GenerateRequest, generate_video
+    from emo_core.pipeline.settings import GenerationSettings
+    from emo_core.video_io import read_video_frames
+
+    inputs, _ = data
+    pixels = ((inputs["ref_pixels"][0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+    Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "face.png")
+    samples = (inputs["audio_waveform_16k"][:8000].numpy() * 32767).round().astype(np.int16)
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(samples.tobytes())
+    masks = [[m[0] for m in level] for level in conditions.masks]
+    request = GenerateRequest(
+        checkpoint=files[1], wav2vec=WAV2VEC, mediapipe=tmp_path, image=tmp_path / "face.png",
+        audio=tmp_path / "speech.wav", out=tmp_path / "out.mp4",
+        settings=GenerationSettings(size=128, steps=1), speed_keyframes="0:1, 0.3:6",
+        hallo_conditions=type(conditions)(conditions.face_embedding, conditions.face_region,
+                                          *masks))
+    with caplog.at_level(logging.WARNING):
+        out = generate_video(request)
+    assert read_video_frames(out).shape == (13, 128, 128, 3)  # 0.5 s at 25 fps, rounded
+    assert not any("speed" in r.getMessage() for r in caplog.records), caplog.records
