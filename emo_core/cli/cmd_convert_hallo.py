@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .help_format import HelpFormatter
-
 NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
 UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
 WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
@@ -23,14 +21,13 @@ VAE_FOLDER = "sd-vae-ft-mse"
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert-hallo", help="convert Hallo weights (pretrained_models/) to an EMO checkpoint",
-        description=__doc__, formatter_class=HelpFormatter)
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--pretrained-models", type=Path, required=True, metavar="DIR",
                         help="Hallo's pretrained_models/ folder")
     parser.add_argument("--unet-kwargs", type=Path, metavar="FILE.json",
                         help="Hallo unet_additional_kwargs as JSON (default: the values of "
-                             "Hallo's released inference config)")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
-                        help="output EMO checkpoint (Hallo variant)")
+                             "Hallo's configs/inference/default.yaml)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors")
     return parser
 
 
