@@ -7,7 +7,9 @@ audio attention 768, motion heads 8) on the meta device and counts FLOPs with
 * the denoiser forward as this project runs it (CFG rows [uncond, cond]; the uncond rows never
   compute the reference attention);
 * the same forward as Hallo computes it: reference attention on all 32 rows, then the uncond
-  rows' self-attention recomputed (their ``attn1`` cost, counted on a run without reference);
+  rows' self-attention recomputed (their ``attn1`` cost, counted on a run without reference),
+  and the motion modules' feed-forward + ``proj_out`` on the 2 prepended motion rows, whose
+  output Hallo discards (this project drops those rows after the temporal attentions);
 * the per-clip parts (ReferenceNet, projections, face locator, VAE encode of the motion frames
   and decode of the clip), amortised over ``clip x steps``.
 
@@ -19,6 +21,7 @@ Exit code 1 when ours / Hallo's (given figure 3424 GFLOP, measured on Hallo's co
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -33,26 +36,38 @@ CLIP, MOTION = 16, 2
 
 def sd15_hallo_configs() -> dict:
     """Hallo's released layout as shapes only (what convert-hallo reads from net.pth)."""
-    from emo_core.io.hallo import hallo_configs
-    from emo_core.models.presets import unet_config, vae_config
+    return hallo_layout_configs("sd15")
 
-    # Hallo's audio modules use heads * (block in_channels // heads) as their width.
-    inner = {"down_blocks.0": (320, 320), "down_blocks.1": (320, 640),
-             "down_blocks.2": (640, 1280), "mid_block": (1280,), "up_blocks.1": (640,) * 3,
-             "up_blocks.2": (320,) * 3, "up_blocks.3": (320,) * 3}
-    shapes = {f"denoising_unet.{block}.audio_modules.{j}.proj_in.weight": (d, 1, 1, 1)
-              for block, dims in inner.items() for j, d in enumerate(dims)}
+
+def hallo_layout_configs(preset: str = "sd15") -> dict:
+    """Hallo-variant component configs from ``net.pth``-like shapes for a UNet ``preset``
+    ("sd15": Hallo's release; "tiny": the test-sized UNet, for checking this benchmark)."""
+    from emo_core.io.hallo import HALLO_UNET_KWARGS, hallo_configs
+    from emo_core.models.presets import unet_config, vae_config, wav2vec2_config
+
+    unet, wav2vec = unet_config(preset), wav2vec2_config(preset)
+    dim, tokens = unet["cross_attention_dim"], (32 if preset == "sd15" else 4)
+    shapes = {}
+    if preset == "sd15":
+        # Hallo's audio modules use heads * (block in_channels // heads) as their width.
+        inner = {"down_blocks.0": (320, 320), "down_blocks.1": (320, 640),
+                 "down_blocks.2": (640, 1280), "mid_block": (1280,), "up_blocks.1": (640,) * 3,
+                 "up_blocks.2": (320,) * 3, "up_blocks.3": (320,) * 3}
+        shapes.update({f"denoising_unet.{block}.audio_modules.{j}.proj_in.weight": (d, 1, 1, 1)
+                       for block, dims in inner.items() for j, d in enumerate(dims)})
     channels = (16, 32, 64, 128)
     shapes["face_locator.conv_in.weight"] = (16, 3, 3, 3)
     for i in range(3):
         shapes[f"face_locator.blocks.{2 * i}.weight"] = (channels[i], channels[i], 3, 3)
         shapes[f"face_locator.blocks.{2 * i + 1}.weight"] = (channels[i + 1], channels[i], 3, 3)
-    shapes["face_locator.conv_out.weight"] = (320, 128, 3, 3)
-    shapes.update({"audioproj.proj1.weight": (768, 5 * 12 * 768), "audioproj.norm.weight": (768,),
-                   "audioproj.proj3.weight": (32 * 768, 768),
-                   "imageproj.proj.weight": (4 * 768, 512), "imageproj.norm.weight": (768,)})
-    return hallo_configs(shapes, unet_config("sd15"), None,
-                         {"num_hidden_layers": 12, "hidden_size": 768}, vae_config("sd15"))
+    shapes["face_locator.conv_out.weight"] = (unet["block_out_channels"][0], 128, 3, 3)
+    layers, hidden = wav2vec.num_hidden_layers, wav2vec.hidden_size
+    shapes.update({"audioproj.proj1.weight": (dim, 5 * layers * hidden),
+                   "audioproj.norm.weight": (dim,), "audioproj.proj3.weight": (tokens * dim, dim),
+                   "imageproj.proj.weight": (4 * dim, 512), "imageproj.norm.weight": (dim,)})
+    kwargs = {**HALLO_UNET_KWARGS, "audio_attention_dim": dim}
+    return hallo_configs(shapes, unet, kwargs, {"num_hidden_layers": layers,
+                                               "hidden_size": hidden}, vae_config(preset))
 
 
 def _count(fn) -> tuple[float, dict]:
@@ -67,7 +82,19 @@ def _attn1(counts: dict) -> float:
                if name.endswith(".attn1") and ".attentions." in name) / 1e9
 
 
-def measure(size: int, steps: int) -> dict:
+def _motion_rows(counts: dict) -> float:
+    """GFLOP Hallo spends on the motion rows after the last temporal attention: per-frame
+    feed-forward + ``proj_out`` of every motion module that ran, scaled from CLIP to MOTION rows."""
+    tail = re.compile(r"\.motion_modules\.\d+\.temporal_transformer\."
+                      r"(transformer_blocks\.0\.ff|proj_out)$")
+    return sum(sum(ops.values()) for name, ops in counts.items()
+               if tail.search(name)) / 1e9 * MOTION / CLIP
+
+
+def measure(size: int, steps: int, configs: dict | None = None, device: str = "meta") -> dict:
+    """GFLOP per generated frame per step at ``size`` px (``configs``: Hallo-variant component
+    configs, default SD1.5 = :func:`sd15_hallo_configs`). ``device`` "meta" counts without
+    computing; a real device runs the same calls (tests check both give the same counts)."""
     from emo_core.models.emo_models import EMOModels
     from emo_core.pipeline.hallo import (
         HalloConditions,
@@ -79,13 +106,21 @@ def measure(size: int, steps: int) -> dict:
     )
 
     side = size // 8
-    with torch.device("meta"):
-        models = EMOModels.from_configs(sd15_hallo_configs()).eval()
-        masks = [[torch.ones(((side >> i) ** 2,)) for i in range(4)] for _ in range(3)]
-        conditions = HalloConditions(torch.ones(1, 512), torch.ones(1, 3, size, size), *masks)
+    configs = configs or sd15_hallo_configs()
+    audio_cfg, face_cfg = configs["audio_projection"], configs["image_projection"]
+    levels = len(configs["backbone"]["unet"]["block_out_channels"])
+    with torch.device(device):
+        models = EMOModels.from_configs(configs).eval()
+        masks = [[torch.ones(((side >> i) ** 2,)) for i in range(levels)] for _ in range(3)]
+        conditions = HalloConditions(torch.ones(1, face_cfg["embedding_dim"]),
+                                     torch.ones(1, 3, size, size), *masks)
         reference = torch.ones(1, 4, side, side)
-        motion = torch.ones(1, MOTION, 4, side, side)
-        audio = torch.ones(1, CLIP, 5, 12, 768)
+        # Motion frames unlike the reference and each other: a later clip, where all 6
+        # ReferenceNet rows differ (on a real device identical rows would run once).
+        motion = torch.arange(2.0, 2.0 + MOTION).view(1, MOTION, 1, 1, 1).expand(
+            1, MOTION, 4, side, side)
+        audio = torch.ones(1, CLIP, audio_cfg["seq_len"], audio_cfg["blocks"],
+                           audio_cfg["channels"])
         latents = torch.ones(1, CLIP, 4, side, side)
         pixels = torch.ones(MOTION, 3, size, size)
     sampling = HalloSampling()
@@ -101,7 +136,7 @@ def measure(size: int, steps: int) -> dict:
         clip_gflop, _ = _count(per_clip)
         inputs = state["inputs"]
         ours, _ = _count(lambda: hallo_denoise(models, latents, 500, inputs, sampling))
-        hallo_all, _ = _count(lambda: models.backbone(
+        hallo_all, counts = _count(lambda: models.backbone(
             torch.cat([latents, latents]), 500, reference=inputs.reference,
             reference_rows=torch.tensor([True, True]), audio_tokens=inputs.audio,
             face_embedding=inputs.face, context=inputs.contexts, audio_masks=inputs.masks))
@@ -109,7 +144,8 @@ def measure(size: int, steps: int) -> dict:
             torch.cat([latents, latents]), 500, reference=inputs.reference,
             reference_rows=torch.tensor([False, False]), audio_tokens=inputs.audio,
             face_embedding=inputs.face, context=inputs.contexts, audio_masks=inputs.masks))
-    hallo = hallo_all + _attn1(plain) / 2  # + the uncond rows' recomputed self-attention
+    # + the uncond rows' recomputed self-attention + the discarded motion rows' tail
+    hallo = hallo_all + _attn1(plain) / 2 + _motion_rows(counts)
     amortised = clip_gflop / (CLIP * steps)
     return {"ours_denoiser": ours / CLIP, "hallo_denoiser": hallo / CLIP,
             "per_clip_amortised": amortised, "ours_total": ours / CLIP + amortised}

@@ -1,6 +1,11 @@
 """``python -m emo_core init-checkpoint``: build an untrained EMO checkpoint from public weights.
 
-The SD1.5 UNet becomes both ReferenceNet and Backbone (every weight copied exactly), the
+``--from-hallo FILE`` instead starts from a converted Hallo checkpoint (``convert-hallo``): every
+Hallo tensor is kept and EMO's speed layers (speed encoder + the speed cross-attention in each
+temporal block) are added with a zero output, so the file computes exactly what Hallo computes
+until ``train --stage 3`` trains those layers.
+
+Otherwise the SD1.5 UNet becomes both ReferenceNet and Backbone (every weight copied exactly), the
 AnimateDiff motion module fills the temporal modules, and every new EMO branch (audio, speed,
 face locator, reference cross-attention) starts at zero, so the result animates nothing yet: it is
 the starting point for training, or a container to load trained EMO branches into. The VAE is taken
@@ -24,10 +29,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "init-checkpoint", help="SD1.5 + AnimateDiff -> untrained EMO checkpoint",
         description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--sd15", type=Path, required=True,
+    parser.add_argument("--sd15", type=Path, default=None,
                         help="SD1.5 single file (.safetensors/.ckpt) or diffusers folder")
-    parser.add_argument("--motion-module", type=Path, required=True,
+    parser.add_argument("--motion-module", type=Path, default=None,
                         help="AnimateDiff SD1.5 motion module, e.g. mm_sd_v15_v2.ckpt")
+    parser.add_argument("--from-hallo", type=Path, default=None, metavar="FILE",
+                        help="converted Hallo checkpoint (convert-hallo output): keep it all and "
+                             "add zero-initialised speed layers (instead of --sd15/--motion-module)")
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     parser.add_argument("--vae", type=Path, default=None,
                         help="VAE file or folder (default: the VAE inside --sd15, if any)")
@@ -53,6 +61,15 @@ def _check_args(args) -> None:
         )
     if args.vae is not None and args.no_vae:
         raise EMOInputError("--vae and --no-vae contradict each other; pass only one")
+    if args.from_hallo is not None:
+        if args.sd15 is not None or args.motion_module is not None or args.vae is not None:
+            raise EMOInputError("--from-hallo takes everything from the Hallo checkpoint; do not "
+                                "also pass --sd15, --motion-module or --vae")
+        if not args.from_hallo.is_file():
+            raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} is not a file; pass the "
+                                "EMO checkpoint written by `python -m emo_core convert-hallo`")
+    elif args.sd15 is None or args.motion_module is None:
+        raise EMOInputError("pass --sd15 and --motion-module (or --from-hallo FILE)")
 
 
 def _load_sources(args, unet_config, vae_config):
@@ -95,6 +112,31 @@ def build_initial_models(unet, vae, motion, preset: str, seed: int):
     return models
 
 
+def _run_from_hallo(args) -> int:
+    from ..errors import EMOInputError
+    from ..io.emo_checkpoint import load_emo_checkpoint, save_emo_checkpoint
+    from ..models.speed_layers import is_speed_parameter, with_speed_layers
+    from ..pipeline.runtime import DTYPES as TORCH_DTYPES
+
+    source = load_emo_checkpoint(args.from_hallo)
+    if source.backbone.config.variant != "hallo":
+        raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} is an EMO checkpoint of "
+                            f"variant {source.backbone.config.variant!r}, not a converted Hallo "
+                            "one; convert Hallo's net.pth with `python -m emo_core convert-hallo`")
+    if source.speed_encoder is not None:
+        raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} already has speed layers")
+    if args.no_vae:
+        source.vae = None
+    models = with_speed_layers(source.float(), seed=args.seed)
+    out = save_emo_checkpoint(models.to(TORCH_DTYPES[args.dtype]), args.out)
+    added = sum(p.numel() for n, p in models.named_parameters() if is_speed_parameter(n))
+    print(f"EMO checkpoint written to {out.resolve()} (Hallo weights + {added / 1e6:.2f} M new "
+          f"speed-layer parameters, {args.dtype})")
+    print("note: the speed layers start at zero (output identical to Hallo); train them with "
+          "`python -m emo_core train --stage 3` (docs/TRAINING.md).")
+    return 0
+
+
 def run(args) -> int:
     from ..errors import CheckpointError
     from ..io.emo_checkpoint import save_emo_checkpoint
@@ -102,6 +144,8 @@ def run(args) -> int:
     from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
     _check_args(args)
+    if args.from_hallo is not None:
+        return _run_from_hallo(args)
     unet, vae, motion = _load_sources(args, unet_config(args.preset), vae_config(args.preset))
     try:
         models = build_initial_models(unet, vae, motion, args.preset, args.seed)

@@ -167,7 +167,9 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         return index
 
     def _install_hallo_sites(self, by_block: dict[str, list[Site]]) -> int:
-        """Hallo layout: motion module at every site, Hallo audio module at spatial sites."""
+        """Hallo layout: motion module at every site, Hallo audio module at spatial sites; speed
+        attention inside the motion modules when ``speed_token_dim`` > 0 (init-checkpoint
+        --from-hallo)."""
         from .hallo_audio_attention import HalloAudioModule
         from .hallo_sites import HalloSiteRunner, mask_depth
 
@@ -180,7 +182,7 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             block = block_sites[0].block
             block.motion_modules = nn.ModuleList(
                 TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                               None, groups) for s in block_sites)
+                               cfg.speed_token_dim or None, groups) for s in block_sites)
             if block_sites[0].spatial:
                 depth = mask_depth(name, num_down, num_up)
                 dims = [inner.get(f"{name}.audio_modules.{j}", s.channels)

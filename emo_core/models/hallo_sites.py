@@ -56,7 +56,7 @@ class HalloSiteRunner:
         motion = None
         if self.spatial and state.motion is not None and (mode == "train" or self.mid):
             motion = state.motion[self.index]
-        return self.motion(hidden, state.frames, motion, None)
+        return self.motion(hidden, state.frames, motion, state.speed)
 
 
 def expand_masks(masks, batch: int, frames: int, device, dtype):

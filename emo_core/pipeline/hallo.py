@@ -116,20 +116,28 @@ def hallo_reference(models, reference: torch.Tensor, motion: torch.Tensor,
     # Denoiser row r (uncond frames, then cond frames) reads the reference of group r % 2.
     per_frame = [rows(r % 2, 0) for r in range(2 * frames)]
     bank = {name: _round(t[per_frame], bank_dtype) for name, t in tokens.items()}
-    height, width = reference.shape[-2:]
+    index = torch.tensor([[rows(g, p) for p in range(1, n + 1)] for g in (0, 1)])
+    motion_features = site_motion_features(models, tokens, index, reference.shape[-2:])
+    return ReferenceFeatures(bank=bank, motion=[None if f is None else _round(f, bank_dtype)
+                                                for f in motion_features])
+
+
+def site_motion_features(models, tokens: dict, index: torch.Tensor, size) -> list:
+    """Per temporal site, the motion-frame features Hallo prepends: the ``attn1`` input tokens
+    of the site's first transformer block, rows ``index: (b, n)`` of ``tokens`` (``attn1_inputs``
+    output) -> ``(b, n, c, h_i, w_i)``; None at sites without a spatial transformer. ``size``:
+    the latent (h, w)."""
+    height, width = size
     features = []
     for site in unet_sites(models.backbone.unet):
         if not site.spatial:
             features.append(None)
             continue
-        name = f"{site.block_name}.attentions.{site.index}.transformer_blocks.0.attn1"
-        found = tokens[name]
-        index = [[rows(g, p) for p in range(1, n + 1)] for g in (0, 1)]
-        picked = _round(found[torch.tensor(index).flatten()], bank_dtype)
+        found = tokens[f"{site.block_name}.attentions.{site.index}.transformer_blocks.0.attn1"]
         scale = int(round((height * width / found.shape[1]) ** 0.5))
-        features.append(rearrange(picked, "(b n) (h w) c -> b n c h w", b=2,
-                                  h=height // scale, w=width // scale))
-    return ReferenceFeatures(bank=bank, motion=features)
+        features.append(rearrange(found[index.flatten()], "(b n) (h w) c -> b n c h w",
+                                  b=index.shape[0], h=height // scale, w=width // scale))
+    return features
 
 
 @dataclass
@@ -141,16 +149,22 @@ class HalloClipInputs:
     face: torch.Tensor  # (2, C0, h, w)
     audio: torch.Tensor  # (2, f, K, D)
     masks: tuple
+    speed: torch.Tensor | None = None  # (2, f, S, Ds): checkpoints with speed layers only
 
 
 def clip_inputs(models, conditions: HalloConditions, audio_tokens: torch.Tensor,
-                reference: torch.Tensor, motion: torch.Tensor, bank_dtype=torch.float16
-                ) -> HalloClipInputs:
-    """``audio_tokens: (1, f, K, D)`` (audio projection output) -> the clip's CFG inputs."""
+                reference: torch.Tensor, motion: torch.Tensor, bank_dtype=torch.float16,
+                speed_tokens: torch.Tensor | None = None,
+                face: torch.Tensor | None = None) -> HalloClipInputs:
+    """``audio_tokens: (1, f, K, D)`` (audio projection output), ``speed_tokens: (1, f, S, Ds)``
+    (speed encoder output; speed is not a guidance condition: both rows get it) -> the clip's
+    CFG inputs. ``face``: the face locator's output for ``conditions.face_region`` when the
+    caller already has it (it is the same for every clip of a video)."""
     embedding = conditions.face_embedding
     contexts = models.image_projection(torch.cat([torch.zeros_like(embedding), embedding]))
     # Hallo repeats the face region per frame; the frames are identical: one locator pass.
-    face = models.face_locator(conditions.face_region)
+    if face is None:
+        face = models.face_locator(conditions.face_region)
     return HalloClipInputs(
         reference=hallo_reference(models, reference, motion, contexts, audio_tokens.shape[1],
                                   bank_dtype),
@@ -158,6 +172,7 @@ def clip_inputs(models, conditions: HalloConditions, audio_tokens: torch.Tensor,
         face=torch.cat([torch.zeros_like(face), face]),
         audio=torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
         masks=conditions.masks,
+        speed=None if speed_tokens is None else torch.cat([speed_tokens, speed_tokens]),
     )
 
 
@@ -169,6 +184,7 @@ def hallo_denoise(models, latents: torch.Tensor, timestep, inputs: HalloClipInpu
         torch.cat([latents, latents]), timestep, reference=inputs.reference,
         reference_rows=torch.tensor([False, True]), audio_tokens=inputs.audio,
         face_embedding=inputs.face, context=inputs.contexts, audio_masks=inputs.masks,
+        speed_tokens=inputs.speed,
         motion_scale=sampling.motion_scale, motion_mode=sampling.motion_mode)
 
 

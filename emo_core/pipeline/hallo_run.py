@@ -4,8 +4,9 @@ Hallo's inference semantics: the reference image is resized to the video size (a
 expected, as Hallo's README asks), the face embedding and the region masks come from the image
 as loaded (``emo_core.face.embedding`` / ``emo_core.face.hallo_masks``, imported only here), the
 audio front-end is Hallo's (``audio.hallo_features``), clips of 16 + 2 motion frames, and the
-video is cropped to the audio's frame count. EMO-only options (speed inputs, paste-back) have no
-meaning for these weights: they are ignored with a warning, never an error.
+video is cropped to the audio's frame count. EMO-only options (speed inputs without speed layers,
+paste-back) have no meaning for these weights: they are ignored with a warning, never an error;
+a checkpoint with speed layers added (``init-checkpoint --from-hallo``) uses the speed input.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ HALLO_FACE_HINT = ("a Hallo checkpoint needs a face embedding: pass the insightf
                    "models/insightface/models/buffalo_l) as face_analysis")
 
 
-def warn_emo_only_options(request) -> list[str]:
-    """Warnings (logged and returned) for request options a Hallo checkpoint cannot use."""
+def warn_emo_only_options(request, speed_layers: bool = False) -> list[str]:
+    """Warnings (logged and returned) for request options a Hallo checkpoint cannot use
+    (``speed_layers``: the checkpoint has them, from ``init-checkpoint --from-hallo``)."""
     ignored = []
-    if request.speed is not None or request.speed_keyframes is not None \
-            or request.speed_video is not None:
+    if not speed_layers and (request.speed is not None or request.speed_keyframes is not None
+                             or request.speed_video is not None):
         ignored.append("the speed input (Hallo weights have no speed layers)")
     if request.paste_back:
         ignored.append("paste-back (Hallo animates the whole resized image, there is no crop)")
@@ -78,16 +80,17 @@ def generate_hallo_video(request, progress=None, cancel=None):
     from ..io.emo_checkpoint import load_emo_checkpoint
     from ..io.wav2vec import load_wav2vec
     from .hallo_video import generate_hallo_clips
-    from .run import _check_output, check_not_silent
+    from .run import _check_output, _speed_curve, check_not_silent
     from .runtime import resolve_device, resolve_dtype
     from .video import Mp4Writer
 
     settings = request.settings.validate()
     _check_output(request.out)
-    warn_emo_only_options(request)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
     models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    speed_layers = models.speed_encoder is not None
+    warn_emo_only_options(request, speed_layers)
     if request.prepare_models is not None:
         request.prepare_models(models)
     sampling = HalloSampling.from_models(models, steps=settings.steps)
@@ -106,6 +109,7 @@ def generate_hallo_video(request, progress=None, cancel=None):
                                                 fps=int(fps), clip_frames=clip)
     del wav2vec
     windows = hallo_audio_windows(features)
+    speed = _speed_curve(request, num_frames, fps) if speed_layers else None
     pixels = _reference_pixels(image, settings.size).to(device, dtype)
     conditions = _on(conditions, device, dtype)
     with Mp4Writer(request.out, fps, settings.size, settings.size,
@@ -114,7 +118,7 @@ def generate_hallo_video(request, progress=None, cancel=None):
                                            sampling, seed=settings.seed, clip_frames=clip,
                                            motion_frames=motion,
                                            decode_batch=settings.decode_batch,
-                                           progress=progress, cancel=cancel):
+                                           progress=progress, cancel=cancel, speed=speed):
             writer.write(_to_uint8(result.frames))
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out

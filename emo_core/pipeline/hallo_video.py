@@ -41,11 +41,13 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
                          num_frames: int, conditions: HalloConditions, sampling: HalloSampling,
                          seed: int = 42, clip_frames: int = 16, motion_frames: int = 2,
                          decode_batch: int = 8, progress: Callable | None = None,
-                         cancel: Callable | None = None,
-                         on_step: Callable | None = None) -> Iterator[HalloClip]:
+                         cancel: Callable | None = None, on_step: Callable | None = None,
+                         speed: torch.Tensor | None = None) -> Iterator[HalloClip]:
     """``reference_pixels: (1, 3, H, W)`` in [-1, 1]; ``audio_windows: (F, 5, L, C)`` with
     ``F >= clips x clip_frames`` (see ``audio.hallo_features``); yields one clip at a time.
-    ``progress(done, total)`` counts steps; ``on_step(clip, step, latents)`` sees each step."""
+    ``progress(done, total)`` counts steps; ``on_step(clip, step, latents)`` sees each step.
+    ``speed: (num_frames,)`` deg/frame, used by checkpoints with speed layers
+    (``init-checkpoint --from-hallo``); windows run over the whole video as in EMO."""
     clips = math.ceil(num_frames / clip_frames)
     if num_frames < 1 or audio_windows.shape[0] < clips * clip_frames:
         raise EMOInputError(f"audio windows cover {audio_windows.shape[0]} frames, need "
@@ -60,12 +62,17 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
     motion = reference[:, None].expand(1, motion_frames, *reference.shape[1:])
     height, width = reference.shape[-2:]
     param = next(models.backbone.parameters())
+    speed_tokens = _speed_tokens(models, speed, num_frames, clips * clip_frames, param)
+    face = models.face_locator(conditions.face_region)  # same for every clip: once per video
     for index in range(clips):
         if cancel is not None and cancel():
             raise EMOCancelled(f"cancelled before clip {index + 1} of {clips}")
         windows = audio_windows[index * clip_frames:(index + 1) * clip_frames]
         tokens = models.audio_projection(windows[None].to(param.device, param.dtype))
-        inputs = clip_inputs(models, conditions, tokens, reference, motion)
+        span = slice(index * clip_frames, (index + 1) * clip_frames)
+        inputs = clip_inputs(models, conditions, tokens, reference, motion,
+                             speed_tokens=None if speed_tokens is None else speed_tokens[:, span],
+                             face=face)
         # Hallo draws (b, c, f, h, w) noise; the Backbone takes (b, f, c, h, w).
         noise = torch.randn((1, reference.shape[1], clip_frames, height, width),
                             generator=generator).permute(0, 2, 1, 3, 4)
@@ -83,3 +90,15 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
         motion = encode_pixels(vae, frames[-motion_frames:] * 2 - 1, sampling.latent_scale)[None]
         keep = min(clip_frames, num_frames - index * clip_frames)
         yield HalloClip(index, latents, frames[:keep])
+
+
+def _speed_tokens(models, speed, num_frames: int, padded: int, param) -> torch.Tensor | None:
+    """``speed: (num_frames,)`` -> speed tokens ``(1, padded, S, Ds)`` (the last frame's speed
+    repeats into the padding); None without speed or speed layers."""
+    if speed is None or models.speed_encoder is None:
+        return None
+    speed = torch.as_tensor(speed, dtype=torch.float32).flatten()
+    if speed.shape[0] != num_frames:
+        raise EMOInputError(f"speed has {speed.shape[0]} values, the video {num_frames} frames")
+    speed = torch.cat([speed, speed[-1:].expand(padded - num_frames)])
+    return models.speed_encoder(speed[None].to(param.device)).to(param.dtype)

@@ -59,6 +59,12 @@ class EMOTrainingModule(nn.Module):
         ``mask: (b, 1, H, W)``, ``audio: (b, f, 2m+1, L, C) | None``, ``speed: (b, f) | None``,
         rows: ``(b,)`` bool."""
         models = self.models
+        if models.backbone.config.variant == "hallo":
+            from .hallo_step import hallo_forward
+
+            return hallo_forward(models, noisy, timesteps, reference_latents, motion_latents,
+                                 mask, audio, speed, reference_rows, audio_rows, motion_keep,
+                                 self._maybe_checkpoint)
         batch = noisy.shape[0]
         context = models.context.expand(batch, -1, -1)
         features = self._maybe_checkpoint(

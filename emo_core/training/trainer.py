@@ -58,6 +58,22 @@ def build_models(config: TrainConfig):
     return models.float()
 
 
+def noise_scheduler(models, config: TrainConfig):
+    """The training noise schedule: the one a checkpoint's sampling config names (Hallo: zero
+    terminal SNR, v-prediction), else SD1.5's DDIM with the config's target."""
+    scheduler = (getattr(models, "sampling", None) or {}).get("scheduler")
+    if not scheduler:
+        return make_scheduler("ddim", config.prediction_type)
+    from diffusers import DDIMScheduler
+
+    wanted = scheduler.get("prediction_type", "epsilon")
+    if wanted != config.prediction_type:
+        raise EMOInputError(f"the checkpoint was trained with prediction_type {wanted!r} on its "
+                            f"own noise schedule; set prediction_type: {wanted} in the config "
+                            f"(it says {config.prediction_type!r})")
+    return DDIMScheduler.from_config(scheduler)
+
+
 def make_optimizer(parameters, config: TrainConfig):
     """AdamW, or bitsandbytes 8-bit AdamW when ``use_8bit_adam`` (imported only then)."""
     if config.use_8bit_adam:
@@ -99,7 +115,7 @@ class Trainer:
         self.module, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.module, optimizer, lr_scheduler)
         self.ema = EMAModel(self.parameters, decay=config.ema_decay) if config.ema else None
-        self.noise_scheduler = make_scheduler("ddim", config.prediction_type)
+        self.noise_scheduler = noise_scheduler(self.models, config)
         process = self.accelerator.process_index
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + process)
         self.step, self.samples = 0, 0
