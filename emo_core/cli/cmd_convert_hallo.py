@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .help_format import HelpFormatter
+
 NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
 UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
 WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
@@ -21,13 +23,15 @@ VAE_FOLDER = "sd-vae-ft-mse"
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert-hallo", help="convert Hallo weights (pretrained_models/) to an EMO checkpoint",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--pretrained-models", type=Path, required=True, metavar="DIR",
                         help="Hallo's pretrained_models/ folder")
     parser.add_argument("--unet-kwargs", type=Path, metavar="FILE.json",
                         help="Hallo unet_additional_kwargs as JSON (default: the values of "
-                             "Hallo's configs/inference/default.yaml)")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors")
+                             "Hallo's released inference config)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
+                        help="EMO checkpoint to write (put it in ComfyUI's models/emo/ to use it "
+                             "in the graph)")
     return parser
 
 

@@ -25,6 +25,19 @@ HALLO_FACE_HINT = ("a Hallo checkpoint needs a face embedding: pass the insightf
                    "models/insightface/models/buffalo_l) as face_analysis")
 
 
+# GenerationSettings fields Hallo's sampling does not read -> what it does instead. Warned about
+# only when changed from the EMO default (a ComfyUI widget or CLI flag always has a value).
+HALLO_FIXED_SETTINGS = {
+    "guidance_mode": "one joint CFG scale (guidance_reference sets it)",
+    "guidance_audio": "one joint CFG scale (guidance_reference sets it)",
+    "frames_per_clip": "clips of 16 frames (its motion modules are trained on 16 + 2)",
+    "motion_frames": "2 motion frames (its motion modules are trained on 16 + 2)",
+    "first_clip_motion": "the reference as the first clip's motion frames",
+    "scheduler": "its own DDIM (v-prediction, zero terminal SNR, trailing)",
+    "prediction_type": "v-prediction",
+}
+
+
 def warn_emo_only_options(request) -> list[str]:
     """Warnings (logged and returned) for request options a Hallo checkpoint cannot use."""
     ignored = []
@@ -33,9 +46,36 @@ def warn_emo_only_options(request) -> list[str]:
         ignored.append("the speed input (Hallo weights have no speed layers)")
     if request.paste_back:
         ignored.append("paste-back (Hallo animates the whole resized image, there is no crop)")
+    ignored += ignored_settings(request.settings)
     for what in ignored:
         logger.warning("Hallo checkpoint: ignoring %s", what)
     return ignored
+
+
+def ignored_settings(settings) -> list[str]:
+    """The EMO-only sampling settings changed from their defaults, each with what Hallo uses."""
+    from .settings import GenerationSettings
+
+    default = GenerationSettings()
+    return [f"{name}={getattr(settings, name)!r} (Hallo uses {why})"
+            for name, why in HALLO_FIXED_SETTINGS.items()
+            if getattr(settings, name) != getattr(default, name)]
+
+
+def hallo_sampling(models, settings) -> HalloSampling:
+    """Hallo's sampling from the checkpoint with the user's steps; ``guidance_reference`` is the
+    joint CFG scale when changed from the EMO default (else the checkpoint's, 3.5 for Hallo)."""
+    from .settings import GenerationSettings
+
+    overrides = {"steps": settings.steps}
+    if settings.guidance_reference != GenerationSettings().guidance_reference:
+        overrides["guidance_scale"] = float(settings.guidance_reference)
+    sampling = HalloSampling.from_models(models, **overrides)
+    logger.info("Hallo sampling: %d steps, CFG %.2f, motion scale %s, scheduler %s",
+                sampling.steps, sampling.guidance_scale, list(sampling.motion_scale),
+                {k: sampling.scheduler[k] for k in ("prediction_type", "timestep_spacing")
+                 if k in sampling.scheduler})
+    return sampling
 
 
 def build_hallo_conditions(image: np.ndarray, request, size: int) -> HalloConditions:
@@ -78,7 +118,7 @@ def generate_hallo_video(request, progress=None, cancel=None):
     from ..io.emo_checkpoint import load_emo_checkpoint
     from ..io.wav2vec import load_wav2vec
     from .hallo_video import generate_hallo_clips
-    from .run import _check_output, check_not_silent
+    from .run import _check_output, check_not_silent, speech_waveform
     from .runtime import resolve_device, resolve_dtype
     from .video import Mp4Writer
 
@@ -90,7 +130,7 @@ def generate_hallo_video(request, progress=None, cancel=None):
     models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
     if request.prepare_models is not None:
         request.prepare_models(models)
-    sampling = HalloSampling.from_models(models, steps=settings.steps)
+    sampling = hallo_sampling(models, settings)
     layout = models.sampling
     fps, clip, motion = layout.get("fps", 25), layout.get("clip_frames", 16), \
         layout.get("motion_frames", 2)
@@ -102,8 +142,9 @@ def generate_hallo_video(request, progress=None, cancel=None):
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
     wav2vec = load_wav2vec(request.wav2vec, device=device)
-    features, num_frames = hallo_audio_features(wav2vec, to_mono_16k(waveform, sample_rate).to(device),
-                                                fps=int(fps), clip_frames=clip)
+    speech = to_mono_16k(*speech_waveform(request, waveform, sample_rate))
+    features, num_frames = hallo_audio_features(wav2vec, speech.to(device), fps=int(fps),
+                                                clip_frames=clip)
     del wav2vec
     windows = hallo_audio_windows(features)
     pixels = _reference_pixels(image, settings.size).to(device, dtype)
