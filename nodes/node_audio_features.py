@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import comfy_bridge as bridge
+from . import hallo_support
 from .comfy_bridge import io
 from .convert import audio_waveform, waveform_to_audio
 from .runtime import modules_on_device
@@ -58,9 +59,14 @@ class EMOAudioFeatures(io.ComfyNode):
         progress = bridge.ProgressReporter()  # per wav2vec chunk; also answers interrupts
         progress(0, 1)
         with modules_on_device(emo_models, emo_models.wav2vec):
-            features = extract_audio_features(emo_models.wav2vec, waveform, sample_rate, fps,
-                                              device=emo_models.device, progress=progress,
-                                              cancel=bridge.check_interrupted)
+            if hallo_support.is_hallo(emo_models):  # Hallo's own front-end (all layers, whole clips)
+                features = hallo_support.audio_features(emo_models, waveform, sample_rate, fps)
+                fps = features.fps
+            else:
+                features = extract_audio_features(emo_models.wav2vec, waveform, sample_rate,
+                                                  fps, device=emo_models.device,
+                                                  progress=progress,
+                                                  cancel=bridge.check_interrupted)
         frames = int(features.num_frames)
         samples = round(frames / float(fps) * RATE_16K)
         trimmed = features.waveform_16k[:samples]

@@ -5,10 +5,7 @@ with the exact frame count, EMO-only options warned about, missing inputs refuse
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +15,19 @@ pytest.importorskip("onnx")  # test-only dependency (pinned in .ci/requirements-
 pytest.importorskip("onnxruntime")
 
 from emo_core.cli.main import EXIT_BAD_INPUT, main  # noqa: E402
+from tests.hallo_media import (  # noqa: E402
+    FIXTURE,
+    FRAMES,
+    HAS_FIXTURE,
+    SAMPLES,
+    WAV2VEC,
+    convert_fixture,
+    write_speech,
+)
 from tests.onnx_tiny_models import build_separator, write_face_models  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE") or ROOT.parent / "shared/fixtures/hallo_tiny")
-pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.safetensors").is_file(),
+pytestmark = pytest.mark.skipif(not HAS_FIXTURE,
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
-SAMPLES = ROOT / "emo_core" / "samples"
-WAV2VEC = FIXTURE / "pretrained_models/wav2vec/wav2vec2-base-960h"
-SECONDS = 0.92  # 14720 samples at 16 kHz: 23 frames at 25 fps (Hallo's ceil and EMO's round agree)
-FRAMES = 23  # two clips of 16: the second is cropped to 7 frames
-
-
-def write_speech(path: Path, seconds: float = SECONDS) -> Path:
-    """The bundled speech clip's first ``seconds`` as 16 kHz mono 16-bit WAV."""
-    with wave.open(str(SAMPLES / "speech_arctic_a0007.wav"), "rb") as source:
-        rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
-        data = np.frombuffer(source.readframes(source.getnframes()), np.int16)
-    assert (rate, width, channels) == (16000, 2, 1)
-    offset = 8000  # skip the leading silence
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(data[offset:offset + round(seconds * rate)].tobytes())
-    return path
-
-
-def convert_fixture(out: Path) -> Path:
-    from emo_core.cli.cmd_convert_hallo import convert_hallo
-
-    return convert_hallo(FIXTURE / "pretrained_models", out,
-                         json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text()))
 
 
 @pytest.fixture(scope="module")

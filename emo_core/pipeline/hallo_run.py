@@ -26,19 +26,29 @@ HALLO_FACE_HINT = ("a Hallo checkpoint needs a face embedding: pass the insightf
 
 
 # GenerationSettings fields Hallo's sampling does not read -> what it does instead. Warned about
-# only when changed from the EMO default (a ComfyUI widget or CLI flag always has a value).
+# only when set to neither the EMO default (a ComfyUI widget or CLI flag always has a value) nor
+# Hallo's own value (see ``hallo_values``).
 HALLO_FIXED_SETTINGS = {
     "guidance_mode": "one joint CFG scale (guidance_reference sets it)",
     "guidance_audio": "one joint CFG scale (guidance_reference sets it)",
-    "frames_per_clip": "clips of 16 frames (its motion modules are trained on 16 + 2)",
-    "motion_frames": "2 motion frames (its motion modules are trained on 16 + 2)",
+    "frames_per_clip": "the checkpoint's clip length (its motion modules are trained on it)",
+    "motion_frames": "the checkpoint's motion frames (its motion modules are trained on them)",
     "first_clip_motion": "the reference as the first clip's motion frames",
     "scheduler": "its own DDIM (v-prediction, zero terminal SNR, trailing)",
     "prediction_type": "v-prediction",
 }
 
 
-def warn_emo_only_options(request) -> list[str]:
+def hallo_values(sampling_config: dict) -> dict:
+    """The GenerationSettings values that say what Hallo does anyway (never warned about)."""
+    return {"guidance_mode": "joint", "guidance_audio": None,
+            "frames_per_clip": sampling_config.get("clip_frames", 16),
+            "motion_frames": sampling_config.get("motion_frames", 2),
+            "first_clip_motion": "reference", "scheduler": "ddim-vpred-trailing",
+            "prediction_type": "v_prediction"}
+
+
+def warn_emo_only_options(request, sampling_config: dict) -> list[str]:
     """Warnings (logged and returned) for request options a Hallo checkpoint cannot use."""
     ignored = []
     if request.speed is not None or request.speed_keyframes is not None \
@@ -46,20 +56,21 @@ def warn_emo_only_options(request) -> list[str]:
         ignored.append("the speed input (Hallo weights have no speed layers)")
     if request.paste_back:
         ignored.append("paste-back (Hallo animates the whole resized image, there is no crop)")
-    ignored += ignored_settings(request.settings)
+    ignored += ignored_settings(request.settings, sampling_config)
     for what in ignored:
         logger.warning("Hallo checkpoint: ignoring %s", what)
     return ignored
 
 
-def ignored_settings(settings) -> list[str]:
-    """The EMO-only sampling settings changed from their defaults, each with what Hallo uses."""
+def ignored_settings(settings, sampling_config: dict) -> list[str]:
+    """The EMO-only sampling settings set to neither the EMO default nor Hallo's own value,
+    each with what Hallo uses instead."""
     from .settings import GenerationSettings
 
-    default = GenerationSettings()
+    default, own = GenerationSettings(), hallo_values(sampling_config)
     return [f"{name}={getattr(settings, name)!r} (Hallo uses {why})"
             for name, why in HALLO_FIXED_SETTINGS.items()
-            if getattr(settings, name) != getattr(default, name)]
+            if getattr(settings, name) not in (getattr(default, name), own[name])]
 
 
 def hallo_sampling(models, settings) -> HalloSampling:
@@ -92,7 +103,7 @@ def build_hallo_conditions(image: np.ndarray, request, size: int) -> HalloCondit
                            masks.face_region[None], masks.full, masks.face, masks.lip)
 
 
-def _reference_pixels(image: np.ndarray, size: int) -> torch.Tensor:
+def reference_pixels(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, size, size) in [-1, 1], PIL bilinear as Hallo's Resize."""
     from PIL import Image
 
@@ -105,7 +116,7 @@ def _reference_pixels(image: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(resized.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(k, 3, H, W) in [0, 1] -> (k, H, W, 3) uint8."""
     return (frames.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -124,10 +135,10 @@ def generate_hallo_video(request, progress=None, cancel=None):
 
     settings = request.settings.validate()
     _check_output(request.out)
-    warn_emo_only_options(request)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
     models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    warn_emo_only_options(request, models.sampling)
     if request.prepare_models is not None:
         request.prepare_models(models)
     sampling = hallo_sampling(models, settings)
@@ -147,8 +158,8 @@ def generate_hallo_video(request, progress=None, cancel=None):
                                                 clip_frames=clip)
     del wav2vec
     windows = hallo_audio_windows(features)
-    pixels = _reference_pixels(image, settings.size).to(device, dtype)
-    conditions = _on(conditions, device, dtype)
+    pixels = reference_pixels(image, settings.size).to(device, dtype)
+    conditions = conditions_on(conditions, device, dtype)
     with Mp4Writer(request.out, fps, settings.size, settings.size,
                    audio=(waveform, sample_rate)) as writer:
         for result in generate_hallo_clips(models, pixels, windows, num_frames, conditions,
@@ -156,12 +167,12 @@ def generate_hallo_video(request, progress=None, cancel=None):
                                            motion_frames=motion,
                                            decode_batch=settings.decode_batch,
                                            progress=progress, cancel=cancel):
-            writer.write(_to_uint8(result.frames))
+            writer.write(frames_to_uint8(result.frames))
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
 
 
-def _on(conditions: HalloConditions, device, dtype) -> HalloConditions:
+def conditions_on(conditions: HalloConditions, device, dtype) -> HalloConditions:
     def move(value):
         if isinstance(value, list):
             return [move(v) for v in value]
