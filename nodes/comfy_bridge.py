@@ -4,8 +4,9 @@ Every other file in ``nodes/`` takes ComfyUI things from here, so a ComfyUI API 
 one place and ``emo_core`` stays host independent (DESIGN §2.11). Also owns the model folders:
 ``models/emo`` (EMO checkpoints), ``models/wav2vec2`` (Hugging Face wav2vec2 folders) and
 ``models/mediapipe`` (MediaPipe Tasks files) and ``models/insightface`` (insightface ONNX models, the
-face embedding of Hallo-converted checkpoints), each also reachable through ``extra_model_paths.yaml``
-keys ``emo:``, ``wav2vec2:``, ``mediapipe:`` and ``insightface:``.
+face embedding of Hallo-converted checkpoints), ``models/audio_separator`` (optional MDX-Net vocal
+separation, e.g. Kim_Vocal_2.onnx), each also reachable through ``extra_model_paths.yaml`` keys
+``emo:``, ``wav2vec2:``, ``mediapipe:``, ``insightface:`` and ``audio_separator:``.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ __all__ = [
     "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "free_memory_for", "offload_device",
     "check_interrupted", "ProgressReporter", "output_directory", "save_path", "release_cache",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
+    "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path",
 ]
 
 EMO_FOLDER = "emo"
 WAV2VEC2_FOLDER = "wav2vec2"
 MEDIAPIPE_FOLDER = "mediapipe"
 INSIGHTFACE_FOLDER = "insightface"  # the name other packs (IPAdapter FaceID, InstantID) use
+AUDIO_SEPARATOR_FOLDER = "audio_separator"
 # folder name -> file extensions listed by folder_paths. wav2vec2 entries are folders, listed by
 # list_wav2vec2() instead, so its extension set only matters for ComfyUI's own file listings.
 MODEL_FOLDERS: dict[str, set[str]] = {
@@ -45,8 +48,10 @@ MODEL_FOLDERS: dict[str, set[str]] = {
     WAV2VEC2_FOLDER: {".json"},
     MEDIAPIPE_FOLDER: {".tflite", ".task"},
     INSIGHTFACE_FOLDER: {".onnx"},
+    AUDIO_SEPARATOR_FOLDER: {".onnx"},
 }
 FACE_ANALYSIS_AUTO = "auto"
+VOCALS_OFF = "off"
 MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
 # Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
 BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
@@ -170,6 +175,24 @@ def face_analysis_dir(choice: str) -> Path:
         f"in models/{INSIGHTFACE_FOLDER} (looked in: {', '.join(map(str, roots))}); a Hallo "
         f"checkpoint needs them for the face embedding: copy Hallo's face_analysis/models "
         f"folder there as models/{INSIGHTFACE_FOLDER}/models (from {HF_SOURCE})")
+
+
+def list_vocal_separators() -> list[str]:
+    """``off`` + the ONNX files in every ``audio_separator`` folder."""
+    _folder_list(AUDIO_SEPARATOR_FOLDER)
+    return [VOCALS_OFF, *folder_paths.get_filename_list(AUDIO_SEPARATOR_FOLDER)]
+
+
+def vocal_separator_path(name: str) -> Path:
+    """Absolute path of the separation model ``name``; ``EMOInputError`` naming the folder."""
+    from emo_core.audio.separation import MODEL_HINT
+
+    found = folder_paths.get_full_path(AUDIO_SEPARATOR_FOLDER, name) if name else None
+    if found is None or not os.path.isfile(found):
+        raise EMOInputError(
+            f"separate_vocals: no model {name!r} in models/{AUDIO_SEPARATOR_FOLDER} (looked in: "
+            f"{', '.join(_folder_list(AUDIO_SEPARATOR_FOLDER))}); {MODEL_HINT}")
+    return Path(found)
 
 
 def torch_device(policy: str) -> torch.device:

@@ -105,8 +105,9 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
         Node(4, "EMOEncodeReference", (380, 0), {"crop": "face", "size": 128, "face_index": 0,
                                                  "face_analysis": "auto"},
              {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 170)),
-        Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False},
-             {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 130)),
+        Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False,
+                                                 "separate_vocals": "off"},
+             {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 150)),
         Node(6, "EMOFaceLocatorMask", (760, 0),
              {"expand_ratio": DEFAULT_MASK_EXPAND, "face_index": 0},
              {"image": (4, 1)}, size=(300, 130)),
@@ -175,7 +176,7 @@ def civitai_style() -> list[Node]:
 
 
 HALLO_NOTE = (
-    "EMO with Hallo weights: real talking faces today.\n\n"
+    "EMO with Hallo weights: real talking faces today, from Hallo's public real weights.\n\n"
     "1. From the Hugging Face repository fudan-generative-ai/hallo convert Hallo's "
     "pretrained_models/ once: python -m emo_core convert-hallo --pretrained-models "
     "pretrained_models --out ComfyUI/models/emo/hallo.safetensors\n"

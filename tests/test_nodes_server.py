@@ -72,7 +72,7 @@ def _prepare_hallo(root: Path, models: dict, inputs: list) -> None:
     from tests.hallo_media import HAS_FIXTURE, WAV2VEC, convert_fixture, write_speech
 
     try:
-        from tests.onnx_tiny_models import write_face_models
+        from tests.onnx_tiny_models import build_separator, write_face_models
     except ImportError:  # the onnx package (test-only) is missing
         return
     if not HAS_FIXTURE:
@@ -81,6 +81,7 @@ def _prepare_hallo(root: Path, models: dict, inputs: list) -> None:
     models["emo"] = [convert_fixture(root / "hallo.safetensors")]
     models["wav2vec2"] = [WAV2VEC]
     models["insightface"] = [write_face_models(root / "face_analysis") / "models"]
+    models["audio_separator"] = [build_separator(root / "Kim_Vocal_2.onnx", "identity")]
     inputs.append(write_speech(root / "hallo_speech.wav"))
 
 
@@ -291,9 +292,11 @@ def _check_pasted_back(path: Path) -> None:
 
 def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     """Issue 14: the Hallo example workflow with the converted tiny fixture checkpoint from
-    models/emo, face models from models/insightface: an mp4 of exactly the audio's frame count
+    models/emo, face models from models/insightface, vocal separation with a tiny MDX model from
+    models/audio_separator: an mp4 of exactly the audio's frame count
     (0.92 s at Hallo's 25 fps = 23 frames, 2 clips of 16 + 2), the Speed Embedding ignored with
-    a warning shown on the node, not an error."""
+    a warning shown on the node, not an error; a missing insightface folder is an error naming
+    it."""
     from tests.hallo_media import FRAMES as HALLO_FRAMES
 
     info = comfy_server.object_info()
@@ -304,8 +307,16 @@ def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     assert choices == ["auto", "models"], choices  # models/insightface/models
     workflow = json.loads((API / "emo_hallo_weights.json").read_text(encoding="utf-8"))
     workflow["2"]["inputs"]["audio"] = "hallo_speech.wav"
+    workflow["5"]["inputs"]["separate_vocals"] = "Kim_Vocal_2.onnx"  # from models/audio_separator
     workflow["4"]["inputs"].update(size=128, face_analysis="models")
     workflow["8"]["inputs"].update(steps=1)
+    # A face_analysis folder that is not there: one execution error naming the folder to fill
+    missing = json.loads(json.dumps(workflow))
+    missing["4"]["inputs"]["face_analysis"] = "models/buffalo_l"
+    message = _error_of(comfy_server, missing)
+    assert message.startswith("face_analysis: no insightface models 'models/buffalo_l' in "
+                              "models/insightface"), message
+    assert "fudan-generative-ai/hallo" in message
     entry = comfy_server.wait_history(comfy_server.post_prompt(workflow), timeout=600)
     assert entry["status"]["status_str"] == "success", _messages(entry)
     (record,) = output_files(entry)
@@ -315,4 +326,5 @@ def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     log = comfy_server.log_text()
     assert "is a Hallo checkpoint: EMO Sampler uses its defaults" in log
     assert "recognizer glintr100.onnx" in log  # the insightface models from models/insightface
+    assert "through Kim_Vocal_2.onnx" in log  # vocals separated before wav2vec
     assert "ignoring the Speed Embedding input" in log
