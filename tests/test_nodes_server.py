@@ -44,8 +44,11 @@ def _prepare(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("emo_nodes")
     weights = write_demo_weights(root / "weights")
     yaml_path = root / "extra_model_paths.yaml"
+    # the vocal separation model of the Hallo test comes through the yaml too (key of this pack)
     yaml_path.write_text(
-        f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n", encoding="utf-8")
+        f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n"
+        f"emo_test_hallo:\n  base_path: {root / 'hallo'}\n  audio_separator: separator\n",
+        encoding="utf-8")
     no_face = root / "no_face.png"
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, axis=-1)).save(no_face)
@@ -66,9 +69,10 @@ def _prepare(tmp_path_factory) -> dict:
 
 
 def _prepare_hallo(root: Path, models: dict, inputs: list) -> None:
-    """The converted tiny Hallo fixture in models/emo, its wav2vec2 in models/wav2vec2 and tiny
-    insightface ONNX models in models/insightface/models (Hallo's face_analysis/models), when
-    the fixture and the onnx package are there (else the Hallo test skips)."""
+    """The converted tiny Hallo fixture in models/emo, its wav2vec2 in models/wav2vec2, tiny
+    insightface ONNX models in models/insightface/models (Hallo's face_analysis/models) and a
+    tiny MDX model in ``root/separator`` (the yaml's audio_separator), when the fixture and the
+    onnx package are there (else the Hallo test skips)."""
     from tests.hallo_media import HAS_FIXTURE, WAV2VEC, convert_fixture, write_speech
 
     try:
@@ -81,7 +85,8 @@ def _prepare_hallo(root: Path, models: dict, inputs: list) -> None:
     models["emo"] = [convert_fixture(root / "hallo.safetensors")]
     models["wav2vec2"] = [WAV2VEC]
     models["insightface"] = [write_face_models(root / "face_analysis") / "models"]
-    models["audio_separator"] = [build_separator(root / "Kim_Vocal_2.onnx", "identity")]
+    (root / "separator").mkdir()  # models/audio_separator through extra_model_paths.yaml
+    build_separator(root / "separator" / "Kim_Vocal_2.onnx", "identity")
     inputs.append(write_speech(root / "hallo_speech.wav"))
 
 
@@ -293,7 +298,7 @@ def _check_pasted_back(path: Path) -> None:
 def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     """Issue 14: the Hallo example workflow with the converted tiny fixture checkpoint from
     models/emo, face models from models/insightface, vocal separation with a tiny MDX model from
-    models/audio_separator: an mp4 of exactly the audio's frame count
+    the yaml's audio_separator folder: an mp4 of exactly the audio's frame count
     (0.92 s at Hallo's 25 fps = 23 frames, 2 clips of 16 + 2), the Speed Embedding ignored with
     a warning shown on the node, not an error; a missing insightface folder is an error naming
     it."""
@@ -307,7 +312,9 @@ def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     assert choices == ["auto", "models"], choices  # models/insightface/models
     workflow = json.loads((API / "emo_hallo_weights.json").read_text(encoding="utf-8"))
     workflow["2"]["inputs"]["audio"] = "hallo_speech.wav"
-    workflow["5"]["inputs"]["separate_vocals"] = "Kim_Vocal_2.onnx"  # from models/audio_separator
+    assert info["EMOAudioFeatures"]["input"]["optional"]["separate_vocals"][1]["options"] == [
+        "off", "Kim_Vocal_2.onnx"]  # listed from the extra_model_paths.yaml folder
+    workflow["5"]["inputs"]["separate_vocals"] = "Kim_Vocal_2.onnx"
     workflow["4"]["inputs"].update(size=128, face_analysis="models")
     workflow["8"]["inputs"].update(steps=1)
     # A face_analysis folder that is not there: one execution error naming the folder to fill
