@@ -24,3 +24,15 @@ class NoFaceError(EMOInputError):
 
 class EMOCancelled(EMOError):
     """Generation was cancelled through the cancel callback; nothing was written."""
+
+
+class EMOTerminated(BaseException):
+    """The process was asked to stop (SIGTERM); nothing was written.
+
+    A BaseException like KeyboardInterrupt, so that no ``except Exception`` on the way (in emo_core
+    or in a library) turns the stop into an ordinary error; cleanup (``finally``, writers'
+    ``__exit__``) still runs."""
+
+
+class OutputWriteError(EMOInputError):
+    """The output file could not be written (disk full, file-size limit, read-only folder)."""

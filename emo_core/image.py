@@ -10,6 +10,8 @@ the diffusion model handle best.
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,26 @@ logger = logging.getLogger(__name__)
 # Float images may carry tiny overshoots from resampling; anything beyond this is a 0..255 mistake.
 _FLOAT_TOLERANCE = 1e-3
 _BACKGROUND = 255.0  # RGBA is composited over white
+# Image files above this many pixels are refused before decoding (a 60000x60000 PNG header or a
+# zlib bomb would need gigabytes). 80 MP covers every phone and DSLR photo up to 10000x8000;
+# EMO crops the face to 512 px anyway. Raise it with the environment variable below.
+MAX_IMAGE_PIXELS = 80_000_000
+MAX_PIXELS_ENV = "EMO_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit for image files: ``$EMO_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise EMOInputError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels; set it to "
+                            "e.g. 200000000 or unset it") from None
+    if value < 1:
+        raise EMOInputError(f"{MAX_PIXELS_ENV}={text!r} must be a positive number of pixels")
+    return value
 
 
 def _as_numpy(image, name: str) -> np.ndarray:
@@ -118,16 +140,51 @@ def _pil_to_array(picture: Image.Image) -> np.ndarray:
     return np.asarray(picture.convert("RGBA" if has_alpha else "RGB"))
 
 
-def load_image_file(path) -> np.ndarray:
-    """Read an image file with PIL, apply its EXIF orientation -> (H, W, 3) uint8 RGB."""
+def _too_large(path: Path, size: tuple[int, int] | None, limit: int) -> EMOInputError:
+    dims = f"is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "has too many pixels"
+    return EMOInputError(
+        f"image file {str(path)!r} {dims}, more than the limit of {limit:,} (or is a decompression "
+        f"bomb); resize the photo (the face is cropped to 512 px anyway), or raise the limit by "
+        f"setting the environment variable {MAX_PIXELS_ENV}")
+
+
+def check_image_file(path) -> tuple[int, int]:
+    """``(width, height)`` from the file header (nothing decoded): the file must exist, be an
+    image PIL can identify, and be within :func:`max_image_pixels`. For preflight checks."""
     path = Path(path)
     if not path.is_file():
         raise EMOInputError(f"image file {str(path)!r} does not exist; check the path.")
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
     try:
-        with Image.open(path) as picture:
-            picture = ImageOps.exif_transpose(picture)  # phone photos store rotation in EXIF
-            array = _pil_to_array(picture)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as picture:
+                size = picture.size
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, None, limit) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise EMOInputError(f"image file {str(path)!r} could not be read ({error}); use a PNG, "
+                            "JPEG or WebP image.") from error
+    if size[0] * size[1] > limit:
+        raise _too_large(path, size, limit)
+    return size
+
+
+def load_image_file(path) -> np.ndarray:
+    """Read an image file with PIL, apply its EXIF orientation -> (H, W, 3) uint8 RGB.
+
+    Files above :func:`max_image_pixels` are refused from their header, before decoding."""
+    path = Path(path)
+    check_image_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked above
+            with Image.open(path) as picture:
+                picture = ImageOps.exif_transpose(picture)  # phone photos store rotation in EXIF
+                array = _pil_to_array(picture)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError,
+            Image.DecompressionBombError) as error:
         raise EMOInputError(
             f"image file {str(path)!r} could not be read ({error}); "
             "use a PNG, JPEG or WebP image."

@@ -19,6 +19,7 @@ from .errors import EMOInputError
 
 logger = logging.getLogger(__name__)
 
+MAX_SPEED = 360.0  # a full turn per frame: anything above is a typo, not a head motion
 _SEPARATORS = re.compile(r"[,;\n]")
 _EXAMPLE = '"0:2.0, 3.5:8.0" (seconds:degrees per frame)'
 
@@ -36,9 +37,10 @@ def _check_speed(value, what: str) -> float:
         raise EMOInputError(
             f"{what}: {value!r} is not a number; use degrees per frame, e.g. 2.0."
         ) from None
-    if not math.isfinite(speed) or speed < 0:
+    if not math.isfinite(speed) or not 0 <= speed <= MAX_SPEED:
         raise EMOInputError(
-            f"{what}: speed {value!r} is invalid; use a finite number of degrees per frame >= 0."
+            f"{what}: speed {value!r} is invalid; use degrees per frame in 0..{MAX_SPEED:g} "
+            "(real head motion is 0-10)."
         )
     return speed
 

@@ -11,6 +11,10 @@ Decisions (what callers can rely on):
 - NaN / +-inf samples are replaced with 0 and a warning with their count is logged: a handful of
   corrupt samples should not stop an hour-long render, and 0 is silence. If *every* sample is
   non-finite the input is not audio and an ``EMOInputError`` is raised.
+- Samples beyond +-``MAX_PEAK`` (unnormalised float audio, e.g. int PCM stored as float) are an
+  ``EMOInputError`` saying so; a slight overshoot of float files (up to 8x) is used as it is.
+- WAV files whose header announces a data size the file does not have are refused
+  (``check_wav_header``): decoders trust the header and would return a few samples silently.
 - Silence (all zeros) is valid and produces frames; refusing silent takes is the caller's policy.
 - Too-short audio is checked where the video frame rate is known
   (``features.extract_audio_features`` raises "shorter than one video frame at X fps").
@@ -39,6 +43,9 @@ MAX_CHANNELS = 64
 MAX_SINC_KERNEL = 16_000_000
 _LOWPASS_WIDTH = 6  # torchaudio's default lowpass_filter_width
 _BLOCK = 1 << 18  # samples per block when scanning long clips
+# Decoded samples are nominally -1..1; float files may overshoot a little. Far beyond this the
+# file holds unnormalised values (e.g. int PCM stored as float) that would saturate the features.
+MAX_PEAK = 8.0
 
 
 def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -49,9 +56,7 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     """
     import av  # imported here: decoding is the only place that needs PyAV
 
-    path = Path(path)
-    if not path.is_file():
-        raise EMOInputError(f"audio file {path} does not exist; check the path")
+    path = check_audio_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -71,8 +76,77 @@ def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
     if waveform.shape[1] == 0:
         raise EMOInputError(f"audio is empty: {path} decoded to 0 samples; use a file with sound")
+    _check_peak(waveform, f"file {path}")
+    if not bool(torch.isfinite(waveform).any()):
+        raise EMOInputError(f"audio file {path} has no finite samples (all are NaN or infinite); "
+                            "the file is corrupt: re-export it")
+    try:  # the check to_mono_16k makes later, here with the file's name
+        _check_resample_cost(check_sample_rate(rate))
+    except EMOInputError as error:
+        raise EMOInputError(f"audio file {path}: {error}") from None
     logger.debug("decoded %s: %d channels, %d samples at %d Hz", path, *waveform.shape, rate)
     return waveform, int(rate)
+
+
+def check_audio_file(path: str | Path) -> Path:
+    """Cheap checks before any model runs: the file exists and a WAV header is consistent."""
+    path = Path(path)
+    if not path.is_file():
+        raise EMOInputError(f"audio file {path} does not exist; check the path")
+    check_wav_header(path)
+    return path
+
+
+def _check_peak(waveform: torch.Tensor, source) -> None:
+    """Refuse samples far outside -1..1 (``MAX_PEAK``): unnormalised float audio."""
+    peak = max((float(torch.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+                for block in waveform.reshape(-1).split(_BLOCK)), default=0.0)
+    if peak > MAX_PEAK:
+        raise EMOInputError(
+            f"audio {source} has samples up to {peak:.3g}, far outside the -1..1 range of "
+            "audio (float samples that were never normalised); normalise it (e.g. sox --norm, "
+            "or ffmpeg -af loudnorm) and try again")
+
+
+def check_wav_header(path: Path) -> None:
+    """A RIFF/WAVE file whose ``data`` chunk size disagrees with the file is refused: decoders
+    trust the header and would silently return a few samples (or stop early)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, length = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"data":
+                _check_data_chunk(path, handle, offset + 8, length, size)
+                return
+            offset += 8 + length + (length & 1)
+
+
+def _check_data_chunk(path: Path, handle, start: int, length: int, size: int) -> None:
+    if length in (0, 0xFFFFFFFF) and size - start > 0:  # streaming writers leave it unset
+        length = 0xFFFFFFFF
+    if length == 0xFFFFFFFF:
+        return
+    end = start + length + (length & 1)
+    if end > size:
+        raise EMOInputError(
+            f"audio file {path} is truncated: its header announces {length:,} bytes of samples "
+            f"but only {size - start:,} are there; export or copy it again")
+    offset = end
+    while offset + 8 <= size:  # what follows the samples must be well-formed chunks (LIST...)
+        handle.seek(offset)
+        chunk_id, chunk_len = handle.read(4), int.from_bytes(handle.read(4), "little")
+        if not (chunk_id.isascii() and chunk_id.strip(b" ").isalnum()) or offset + 8 + \
+                chunk_len > size:
+            raise EMOInputError(
+                f"audio file {path} has a damaged header: it announces {length:,} bytes of "
+                f"samples but {size - start:,} follow; re-export the WAV (or convert it to "
+                "flac) so the header matches the audio")
+        offset += 8 + chunk_len + (chunk_len & 1)
 
 
 def _decode_stream(av, container, stream) -> tuple[list[np.ndarray], int | None]:
@@ -98,6 +172,7 @@ def to_mono_16k(waveform, sample_rate) -> torch.Tensor:
     """
     rate = check_sample_rate(sample_rate)
     channels = _replace_non_finite(_as_channels_first(waveform))
+    _check_peak(channels, "input")
     if rate == TARGET_RATE:
         return _mix(channels).contiguous()
     _check_resample_cost(rate)

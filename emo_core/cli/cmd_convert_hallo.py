@@ -27,11 +27,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--pretrained-models", type=Path, required=True, metavar="DIR",
                         help="Hallo's pretrained_models/ folder")
     parser.add_argument("--unet-kwargs", type=Path, metavar="FILE.json",
-                        help="Hallo unet_additional_kwargs as JSON (default: the values of "
-                             "Hallo's released inference config)")
+                        help="Hallo unet_additional_kwargs as JSON (omitted: the values of "
+                             "Hallo's configs/inference/default.yaml, its released settings)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
-                        help="EMO checkpoint to write (put it in ComfyUI's models/emo/ to use it "
-                             "in the graph)")
+                        help="the EMO checkpoint to write (put it in ComfyUI/models/emo/ to use "
+                             "it from Load EMO Models)")
     return parser
 
 

@@ -76,7 +76,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
                         help="frames generated per clip (paper: 12); more = fewer seams, more memory")
     parser.add_argument("--motion-frames", type=int, default=defaults.motion_frames,
-                        help="previous-clip frames fed back for continuity (paper: 4)")
+                        help="previous-clip frames fed back for continuity (default: the "
+                        "checkpoint's own count; paper: 4)")
     parser.add_argument("--first-clip-motion", choices=("zeros", "reference"),
                         default=defaults.first_clip_motion,
                         help="motion frames of the first clip: zero maps (paper) or reference copies")

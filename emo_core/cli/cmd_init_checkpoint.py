@@ -96,13 +96,17 @@ def build_initial_models(unet, vae, motion, preset: str, seed: int):
 
 
 def run(args) -> int:
+    from ..errors import CheckpointError
     from ..io.emo_checkpoint import save_emo_checkpoint
     from ..models.presets import unet_config, vae_config
     from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
     _check_args(args)
     unet, vae, motion = _load_sources(args, unet_config(args.preset), vae_config(args.preset))
-    models = build_initial_models(unet, vae, motion, args.preset, args.seed)
+    try:
+        models = build_initial_models(unet, vae, motion, args.preset, args.seed)
+    except CheckpointError as error:  # only the motion module is checked there: name it
+        raise CheckpointError(f"motion module {str(args.motion_module)!r}: {error}") from None
     del unet
     out = save_emo_checkpoint(models.to(TORCH_DTYPES[args.dtype]), args.out)
     parameters = sum(p.numel() for p in models.parameters())

@@ -9,11 +9,15 @@ one command does not break the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import signal
 import sys
 
-from ..errors import EMOCancelled, EMOInputError
+from ..errors import EMOCancelled, EMOInputError, EMOTerminated
+
+logger = logging.getLogger(__name__)
 
 # Sub-command name -> module (relative to this package). Order is the order shown by --help.
 COMMANDS: dict[str, str] = {
@@ -29,6 +33,10 @@ COMMANDS: dict[str, str] = {
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells report for a terminated process
+# Options whose value may start with "-" (a negative keyframe time): argparse would take
+# "--speed-keyframes -1:5" for two options, so such values are joined as "--opt=-1:5".
+DASH_VALUE_OPTIONS = ("--speed-keyframes",)
 
 
 def _available_commands() -> dict[str, object]:
@@ -58,9 +66,67 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+def _terminate(signum, frame) -> None:
+    raise EMOTerminated("stopped by SIGTERM; nothing was written")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM ends a run like a cancel (cleanup runs, exit 143); SIGXFSZ is ignored so hitting
+    the file-size limit (ulimit -f) is an OSError (EFBIG) the writers clean up after, instead of
+    killing the process with its temporary file left behind."""
+    signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def join_dash_values(argv: list[str]) -> list[str]:
+    """``["--speed-keyframes", "-1:5"]`` -> ``["--speed-keyframes=-1:5"]`` (see DASH_VALUE_OPTIONS)."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] in DASH_VALUE_OPTIONS and item.startswith("-") and item not in (
+                "-h", "--help") and not item.startswith("--"):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (details of multi-line messages joined with "; ")."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+# Write failures that are the machine's limits, not bugs: reported as one line, exit 2.
+_WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signals = (signal.SIGTERM, *([signal.SIGXFSZ] if hasattr(signal, "SIGXFSZ") else []))
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    install_signal_handlers()
+    try:
+        return _main(argv)
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"error: could not write {error.filename or 'the output'} ({error.strerror}); "
+              "free disk space, raise the file-size limit (ulimit -f) or write elsewhere",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("cancelled: interrupted (Ctrl+C); nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except EMOTerminated as error:
+        print(f"cancelled: {error}", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        for sig, handler in previous.items():  # in-process callers (tests) get theirs back
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -71,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(modules[args.command].run(args) or 0)
     except EMOInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        logger.debug("full error text: %s", error)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EMOCancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)

@@ -27,6 +27,7 @@ from .conversion import (
     strip_prefix,
 )
 from .safe_load import load_state_dict
+from .validate import check_finite, check_float_dtypes
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ def load_motion_module(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"motion module {str(path)!r}: {error}") from error
     if all(k.startswith("module.") for k in state_dict):
         state_dict = strip_prefix(state_dict, "module.")
+    what, hint = f"motion module {str(path)!r}", "use an undamaged SD1.5 AnimateDiff module"
+    dtypes = {k: v.dtype for k, v in state_dict.items()}
+    check_float_dtypes({k: torch.empty(0) for k in state_dict}, dtypes, what, hint)
+    check_finite(state_dict, what, hint)
     return state_dict
 
 
@@ -80,11 +85,11 @@ def apply_motion_module(backbone: torch.nn.Module, state_dict: Mapping) -> int:
     right shape and the file has nothing else (CheckpointError listing the differences).
     """
     report, converted = motion_report(backbone, state_dict)
-    require_match(
-        report,
-        "motion module",
-        "use an SD1.5 AnimateDiff motion module (mm_sd_v15_v2.ckpt or .safetensors)",
-    )
+    hint = "use an SD1.5 AnimateDiff motion module (mm_sd_v15_v2.ckpt or .safetensors)"
+    require_match(report, "motion module", hint)
+    check_float_dtypes(motion_parameters(backbone), {k: v.dtype for k, v in converted.items()},
+                       "motion module", hint)
+    check_finite(converted, "motion module", hint)
     result = backbone.load_state_dict(converted, strict=False)
     if result.unexpected_keys:  # cannot happen after the report above; guard the invariant
         raise RuntimeError(f"unexpected keys after strict check: {result.unexpected_keys[:5]}")

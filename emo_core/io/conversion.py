@@ -91,10 +91,9 @@ def compare_state_dicts(expected: Mapping, found: Mapping) -> KeyReport:
 def require_match(report: KeyReport, what: str, hint: str) -> None:
     """Raise :class:`CheckpointError` naming ``what`` unless ``report.ok``; ``hint`` says what
     to do."""
-    if not report.ok:
-        raise CheckpointError(
-            f"{what} does not match the model architecture:\n{report.describe()}\n{hint}"
-        )
+    if not report.ok:  # one line: the CLI prints errors as a single "error: ..." line
+        details = report.describe().replace("\n", "; ")
+        raise CheckpointError(f"{what} does not match the model architecture: {details}; {hint}")
 
 
 # --------------------------------------------------------------------------- prefixes

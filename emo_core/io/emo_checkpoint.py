@@ -10,13 +10,13 @@ are tensors read.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import torch
 from diffusers.models.modeling_utils import no_init_weights
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..errors import CheckpointError
@@ -32,6 +32,14 @@ from .safe_load import (
     read_safetensors_metadata,
     read_safetensors_shapes,
     save_safetensors_atomic,
+)
+from .validate import (
+    check_config_values,
+    check_finite,
+    check_float_dtypes,
+    header_dtypes,
+    meta_element_count,
+    parse_config_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,19 +118,57 @@ def read_emo_configs(path: Path) -> dict[str, dict]:
             f"EMO checkpoint {str(path)!r} has format {version!r}; this version of EMO Portrait "
             f"reads format {EMO_FORMAT!r}: update EMO Portrait or re-create the checkpoint"
         )
-    try:
-        configs = json.loads(metadata["emo_config"])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(
-            f"EMO checkpoint {str(path)!r}: emo_config metadata is not valid JSON ({error}); "
-            f"the file is damaged: {INIT_HINT}"
-        ) from error
+    configs = parse_config_json(metadata["emo_config"],
+                                f"EMO checkpoint {str(path)!r}: emo_config metadata", INIT_HINT)
     if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
         raise CheckpointError(
             f"EMO checkpoint {str(path)!r}: emo_config must map component names to config "
             f"dictionaries, got {type(configs).__name__}; {INIT_HINT}"
         )
+    check_config_values(configs, f"EMO checkpoint {str(path)!r}: emo_config", INIT_HINT)
     return configs
+
+
+def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """``({name: shape}, {name: dtype})`` from the file header; reads no tensor data."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            dtypes = header_dtypes(handle)
+    except Exception as error:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(
+            f"EMO checkpoint {str(path)!r} could not be read ({error}); it is truncated or "
+            "corrupt: copy it again") from None
+    return read_safetensors_shapes(path), dtypes
+
+
+def check_emo_checkpoint(path: str | os.PathLike) -> dict[str, dict]:
+    """Everything that can be checked without allocating the model: file, metadata, config
+    bounds, the size of the model the config describes (built on the meta device), and the
+    names, shapes and dtypes in the header. Returns the component configs."""
+    path = resolve_checkpoint_path(path)
+    configs = read_emo_configs(path)
+    what = f"EMO checkpoint {str(path)!r}: emo_config"
+    meta = _meta_models(configs, what)
+    shapes, dtypes = _header(path)
+    expected = meta.state_dict()
+    require_match(
+        compare_state_dicts(expected, shapes), f"EMO checkpoint {str(path)!r}",
+        "the file and its emo_config metadata disagree (edited or damaged file); " + INIT_HINT)
+    check_float_dtypes(expected, dtypes, f"EMO checkpoint {str(path)!r}", INIT_HINT)
+    return configs
+
+
+def _meta_models(configs: dict, what: str):
+    from ..models.emo_models import EMOModels  # models import diffusers blocks: load lazily
+
+    holder = []
+
+    def build():
+        holder.append(EMOModels.from_configs(configs))
+        return holder[-1]
+
+    meta_element_count(build, what, INIT_HINT, kind="EMO model")
+    return holder[0]
 
 
 def _build(configs: dict, path: Path):
@@ -134,7 +180,7 @@ def _build(configs: dict, path: Path):
         # e.g. speed bucket centres, are computed in __init__ and are not in the file.)
         with no_init_weights():
             return EMOModels.from_configs(configs)
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError, KeyError, RuntimeError, ZeroDivisionError) as error:
         raise CheckpointError(
             f"EMO checkpoint {str(path)!r}: emo_config does not describe a valid EMO model "
             f"({type(error).__name__}: {error}); {INIT_HINT}"
@@ -154,22 +200,19 @@ def _align(tensors: dict) -> None:
 
 
 def load_emo_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    checked: dict[str, dict] | None = None,
 ):
     """Rebuild ``EMOModels`` from an EMO checkpoint (file or folder); eval mode on ``device``.
 
     Raises :class:`CheckpointError` (and loads nothing) for a missing, truncated or non-EMO file,
-    bad metadata, or tensors that do not match the model the metadata describes.
+    bad metadata, or tensors that do not match the model the metadata describes. ``checked``:
+    the configs :func:`check_emo_checkpoint` already returned for this file (skips a second
+    meta-device build).
     """
     path = resolve_checkpoint_path(path)
-    configs = read_emo_configs(path)
+    configs = checked if checked is not None else check_emo_checkpoint(path)
     models = _build(configs, path)
-    shapes = read_safetensors_shapes(path)
-    require_match(
-        compare_state_dicts(models.state_dict(), shapes),
-        f"EMO checkpoint {str(path)!r}",
-        "the file and its emo_config metadata disagree (edited or damaged file); " + INIT_HINT,
-    )
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types for damaged data
@@ -178,6 +221,7 @@ def load_emo_checkpoint(
             "corrupt: copy it again"
         ) from error
     _align(tensors)
+    check_finite(tensors, f"EMO checkpoint {str(path)!r}", INIT_HINT)
     models.load_state_dict(tensors, strict=True, assign=True)
     logger.info("loaded EMO checkpoint %s (%d tensors)", path, len(tensors))
     return models.to(device=device, dtype=dtype).eval()

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _load_pickle(path: Path) -> object:
                 "release of the same model."
             ) from error
         raise _corrupt(path, error) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - torch.load on garbage raises many types
         raise _corrupt(path, error) from error
 
 
@@ -128,7 +128,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         try:
             tensors = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise _corrupt(path, error) from error
         return _tensors_only(tensors, path)
     return _tensors_only(_load_pickle(path), path)
@@ -162,8 +162,12 @@ def save_safetensors_atomic(
         # mkstemp and safetensors (0.8 replaces the file) both leave 0600: follow the umask.
         os.chmod(temp_name, umask_mode(0o666))
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, (SafetensorError, OSError)):  # disk full, ulimit -f, read-only
+            raise OutputWriteError(
+                f"could not write {str(path)!r} ({error}); free disk space, raise the file-size "
+                "limit (ulimit -f) or choose another output folder") from error
         raise
     logger.info("wrote %s (%d tensors)", path, len(prepared))
     return path

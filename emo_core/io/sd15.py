@@ -28,6 +28,7 @@ from .conversion import (
     require_match,
 )
 from .safe_load import WEIGHT_SUFFIXES, load_state_dict
+from .validate import check_finite, check_float_dtypes
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ def _build_and_load(cls, config: Mapping, state_dict: Mapping, what: str, dtype)
     # Skipping random init: every parameter is overwritten by the strict load below.
     with no_init_weights():
         model = cls.from_config(dict(config))
-    require_match(
-        compare_state_dicts(model.state_dict(), state_dict),
-        what,
-        "use a Stable Diffusion 1.5 checkpoint (not SD2/SDXL, not inpainting, not a LoRA)",
-    )
+    hint = "use a Stable Diffusion 1.5 checkpoint (not SD2/SDXL, not inpainting, not a LoRA)"
+    require_match(compare_state_dicts(model.state_dict(), state_dict), what, hint)
+    check_float_dtypes(model.state_dict(), {k: v.dtype for k, v in state_dict.items()}, what,
+                       hint)
+    check_finite(state_dict, what, "use an undamaged copy of the checkpoint")
     model.load_state_dict(state_dict, strict=True)
     return model.to(dtype=dtype).eval()
 
@@ -88,7 +89,10 @@ def unet_from_state_dict(
 ) -> UNet2DConditionModel:
     """SD1.5 UNet from an already-read state dict (LDM or diffusers names)."""
     config = dict(config or shipped_config("unet"))
-    converted = ldm_to_diffusers_unet(state_dict, config)
+    try:
+        converted = ldm_to_diffusers_unet(state_dict, config)
+    except CheckpointError as error:  # say which file: the converters only see tensors
+        raise CheckpointError(f"{what}: {error}") from None
     return _build_and_load(UNet2DConditionModel, config, converted, what, dtype)
 
 
@@ -98,7 +102,10 @@ def vae_from_state_dict(
 ) -> AutoencoderKL:
     """SD VAE from an already-read state dict (full checkpoint, LDM VAE or diffusers names)."""
     config = dict(config or shipped_config("vae"))
-    converted = ldm_to_diffusers_vae(state_dict, config)
+    try:
+        converted = ldm_to_diffusers_vae(state_dict, config)
+    except CheckpointError as error:
+        raise CheckpointError(f"{what}: {error}") from None
     return _build_and_load(AutoencoderKL, config, converted, what, dtype)
 
 

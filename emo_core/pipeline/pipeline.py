@@ -73,7 +73,7 @@ class EMOPipeline:
         (ReferenceNet, each Backbone step), so a host's progress bar shows up at once and an
         interrupt raised from either callback lands within one model call.
         """
-        settings.validate()
+        settings = settings.validate().for_model(self.models.backbone.config)
         total_frames = int(audio.num_frames)
         speed = self._check_inputs(reference, audio, face_mask, speed, settings, total_frames)
         spans = clip_spans(total_frames, settings.frames_per_clip)

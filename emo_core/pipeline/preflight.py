@@ -17,50 +17,18 @@ from pathlib import Path
 
 from ..errors import EMOInputError
 
-# Outputs never go to device files or kernel interfaces (e.g. --out /dev/sda).
-FORBIDDEN_OUTPUT_ROOTS = ("/dev", "/proc", "/sys")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
 
 
 def check_output_file(path: str | os.PathLike, what: str = "--out",
                       suffix: str = ".mp4") -> Path:
-    """``path`` can be written: right suffix, not a folder, not under /dev, /proc or /sys, no
-    symlink loop, and its nearest existing parent is a writable folder (missing parents are
-    created by the writer). Returns the path as given."""
-    path = Path(path)
-    if path.suffix.lower() != suffix:
-        raise EMOInputError(f"{what} {str(path)!r} must end in {suffix}; give a file name like "
-                            f"video{suffix}")
-    try:
-        resolved = path.resolve()
-    except (RuntimeError, OSError) as error:  # symlink loop (3.11: RuntimeError; 3.13: OSError)
-        raise EMOInputError(f"{what} {str(path)!r} cannot be resolved ({error}); it goes "
-                            "through a symlink loop: choose another path") from error
-    if any(resolved == Path(root) or Path(root) in resolved.parents
-           for root in FORBIDDEN_OUTPUT_ROOTS):
-        raise EMOInputError(f"{what} {str(path)!r} points into {resolved.parent}, which holds "
-                            "devices or kernel files, not videos; write to a normal folder")
-    if resolved.is_dir():
-        raise EMOInputError(f"{what} {str(path)!r} is a folder; give a file name ending in "
-                            f"{suffix}")
-    if resolved.exists() and not resolved.is_file():
-        raise EMOInputError(f"{what} {str(path)!r} exists and is not a regular file; choose "
-                            "another name")
-    _check_parent_writable(resolved, path, what)
-    return path
+    """``path`` can be written (see :func:`emo_core.paths.check_output_path`: right suffix, not a
+    folder or device, no symlink loop, a writable folder above it). Returns the path as given."""
+    from ..paths import check_output_path
 
-
-def _check_parent_writable(resolved: Path, given: Path, what: str) -> None:
-    parent = resolved.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise EMOInputError(f"{what} {str(given)!r}: {parent} is a file, so no folder can be "
-                            "created under it; choose another output folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EMOInputError(f"{what} {str(given)!r}: folder {parent} is not writable; choose a "
-                            "folder you can write to")
+    check_output_path(path, suffix, what=what)
+    return Path(path)
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:
@@ -90,6 +58,9 @@ def check_image_file(path: str | os.PathLike, what: str = "--image") -> Path:
                             "PNG, JPEG or WebP image") from error
     if width < 1 or height < 1:
         raise EMOInputError(f"{what} {str(path)!r} has no pixels ({width}x{height})")
+    from ..image import check_image_file as check_pixel_limit
+
+    check_pixel_limit(path)  # header-only: refuses decompression bombs above the pixel limit
     return path
 
 
@@ -113,6 +84,10 @@ def check_media_file(path: str | os.PathLike, what: str, kind: str = "audio") ->
         raise EMOInputError(f"{what} {str(path)!r} is not a readable {kind} file ({error}); "
                             + ("convert it to wav, mp3 or flac" if kind == "audio"
                                else "convert it to mp4")) from error
+    if kind == "audio":
+        from ..audio.waveform import check_audio_file
+
+        check_audio_file(path)  # a WAV header that lies about its data size
     return path
 
 

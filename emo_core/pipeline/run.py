@@ -92,11 +92,13 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    cancel: CancelFn | None = None) -> Path:
     """Run EMO end to end and write ``request.out`` atomically; returns the path."""
     from ..audio.features import extract_audio_features
-    from ..audio.waveform import load_audio_file
+    from ..audio.waveform import check_audio_file, load_audio_file
     from ..face.crop import paste_back_frames
     from ..face.mask import check_mask_expand
-    from ..io.emo_checkpoint import load_emo_checkpoint
-    from ..io.wav2vec import load_wav2vec
+    from ..image import check_image_file
+    from ..io.emo_checkpoint import check_emo_checkpoint, load_emo_checkpoint
+    from ..io.wav2vec import check_wav2vec_folder, load_wav2vec
+    from ..speed import parse_keyframes
 
     if _is_hallo(request.checkpoint):
         from .hallo_run import generate_hallo_video
@@ -107,6 +109,15 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     _check_output(request.out)
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
+    # Cheap checks first (file headers), then the weight files (configs built on the meta
+    # device): a bad input fails in seconds, before any model runs.
+    if request.speed_keyframes is not None:
+        parse_keyframes(request.speed_keyframes)
+    check_image_file(request.image)
+    check_audio_file(request.audio)
+    check_wav2vec_folder(request.wav2vec)
+    configs = check_emo_checkpoint(request.checkpoint)
+    settings = settings.for_model(configs.get("backbone", {}))
 
     prepared = prepare_portrait(request, settings)
     original, crop, portrait, mask = (prepared.original, prepared.crop, prepared.portrait,
@@ -114,13 +125,13 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
 
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
-    wav2vec = load_wav2vec(request.wav2vec, device=device)
+    wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
     audio = extract_audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
                                    settings.fps, device=device, cancel=cancel)
     del wav2vec  # not needed while sampling; frees its memory
     speed = _speed_curve(request, audio.num_frames, settings.fps)
 
-    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype)
+    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype, checked=configs)
     if request.prepare_models is not None:
         request.prepare_models(models)
     pipeline = EMOPipeline(models, device=device, dtype=dtype)
@@ -206,8 +217,6 @@ def _speed_from_video(request: GenerateRequest, num_frames: int, fps: float) -> 
 
 
 def _check_output(out: Path) -> None:
-    out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise EMOInputError(f"--out must end in .mp4, got {out}")
-    if out.is_dir():
-        raise EMOInputError(f"--out {out} is a folder; give a file name ending in .mp4")
+    from ..paths import check_output_path
+
+    check_output_path(out, ".mp4", what="--out")

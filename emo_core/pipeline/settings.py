@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..errors import EMOInputError
@@ -22,6 +23,8 @@ class GenerationSettings:
     ``"joint"``: ``eps = u + s_ref (ra - u)`` (2 branches, ``guidance_audio`` unused).
     ``prediction_type`` overrides what the checkpoint says it was trained for (None: the
     checkpoint's ``sampling.prediction_type``, epsilon for SD1.5-initialised weights);
+    ``motion_frames=None`` takes the checkpoint's own count (``backbone.motion_frames``, resolved
+    by :meth:`for_model` before sampling);
     scheduler ``"ddim-vpred-trailing"`` forces v-prediction with zero terminal SNR and trailing
     spacing (Hallo/EchoMimic-style weights).
     """
@@ -33,7 +36,7 @@ class GenerationSettings:
     guidance_audio: float = 3.5
     guidance_mode: str = "separate"
     frames_per_clip: int = 12
-    motion_frames: int = 4
+    motion_frames: int | None = None
     first_clip_motion: str = "zeros"
     scheduler: str = "ddim"
     prediction_type: str | None = None
@@ -50,10 +53,11 @@ class GenerationSettings:
                                 f"got {self.fps}")
         _check_int("steps", self.steps, 1, 1000)
         _check_int("frames_per_clip", self.frames_per_clip, 1, 32)
-        _check_int("motion_frames", self.motion_frames, 0, 31)
+        if self.motion_frames is not None:
+            _check_int("motion_frames", self.motion_frames, 0, 31)
         _check_int("decode_batch", self.decode_batch, 1, 1024)
         _check_int("seed", self.seed, 0, 2**64 - 1)
-        if self.motion_frames + self.frames_per_clip > 32:
+        if (self.motion_frames or 0) + self.frames_per_clip > 32:
             raise EMOInputError(
                 f"motion_frames + frames_per_clip must be <= 32 (the temporal modules' position "
                 f"table), got {self.motion_frames} + {self.frames_per_clip}; lower one of them"
@@ -73,6 +77,26 @@ class GenerationSettings:
             if not (math.isfinite(value) and 0.0 <= value <= 30.0):
                 raise EMOInputError(f"{name} must be between 0 and 30, got {value}")
         return self
+
+
+    def for_model(self, backbone_config: Mapping) -> GenerationSettings:
+        """Check these settings against a checkpoint's Backbone config (``motion_frames``,
+        ``motion_max_frames``) and fill ``motion_frames=None`` from it. Raises
+        ``EMOInputError`` before any sampling when a clip would not fit the temporal modules'
+        position table: a clip holds ``frames_per_clip`` frames plus the motion frames (the
+        checkpoint's own count of zero maps where no previous clip exists)."""
+        trained = int(backbone_config.get("motion_frames", 4))
+        table = int(backbone_config.get("motion_max_frames", 32))
+        settings = self if self.motion_frames is not None else self.replace(motion_frames=trained)
+        motion = max(settings.motion_frames, trained)
+        if settings.frames_per_clip + motion > table:
+            which = ("motion_frames" if settings.motion_frames >= trained
+                     else f"the checkpoint's {trained} zero motion frames of the first clip")
+            raise EMOInputError(
+                f"frames_per_clip {settings.frames_per_clip} + {motion} motion frames ({which}) "
+                f"exceeds the {table}-frame position table of this checkpoint's temporal "
+                f"modules; use frames_per_clip <= {table - motion}")
+        return settings.validate()
 
 
 def _check_int(name: str, value: int, low: int, high: int) -> None:

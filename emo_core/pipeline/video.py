@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..audio.features import exact_fps
+from ..errors import OutputWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,17 @@ class Mp4Writer:
         self._container = None
 
     def __enter__(self) -> Mp4Writer:
+        try:
+            self._open()
+        except BaseException as error:
+            self._discard()
+            if isinstance(error, (OSError, av.error.FFmpegError)):
+                raise self._write_error(error) from error
+            raise
+        return self
+
+    def _open(self) -> None:
+        self._tmp = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4.part",
                                    dir=self.path.parent)
@@ -65,7 +77,11 @@ class Mp4Writer:
         self._audio = None
         if self.audio is not None:
             self._audio = self._container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
-        return self
+
+    def _write_error(self, error: BaseException) -> OutputWriteError:
+        return OutputWriteError(
+            f"could not write video {str(self.path)!r} ({error}); free disk space, raise the "
+            "file-size limit (ulimit -f) or choose another output path")
 
     def write(self, frames) -> None:
         """``frames: (k, H, W, 3)`` uint8 (numpy or torch)."""
@@ -77,18 +93,39 @@ class Mp4Writer:
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = self.frames_written
             video_frame.time_base = 1 / self.fps
-            self._container.mux(self._video.encode(video_frame))
+            try:
+                self._container.mux(self._video.encode(video_frame))
+            except (OSError, av.error.FFmpegError) as error:  # EFBIG, ENOSPC, EIO
+                raise self._write_error(error) from error
             self.frames_written += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        """Success: finish, close, rename. Any failure (a cancel, SIGTERM, a full disk, an error
+        while finishing or closing) removes the temporary file and re-raises the first error."""
+        if exc_type is not None:
+            self._discard()
+            return
         try:
-            if exc_type is None:
-                self._finish()
-        finally:
+            self._finish()
             self._container.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-            else:
+            self._container = None
+            os.replace(self._tmp, self.path)
+        except BaseException as error:
+            self._discard()
+            if isinstance(error, (OSError, av.error.FFmpegError)):
+                raise self._write_error(error) from error
+            raise
+
+    def _discard(self) -> None:
+        """Close (errors ignored: the file is being thrown away) and delete the temporary file."""
+        container, self._container = self._container, None
+        try:
+            if container is not None:
+                container.close()
+        except Exception as error:  # closing a failed mp4 flushes again and can fail again
+            logger.debug("ignored while discarding %s: %s", self._tmp, error)
+        finally:
+            if getattr(self, "_tmp", None) is not None:
                 self._tmp.unlink(missing_ok=True)
 
     def _finish(self) -> None:

@@ -19,6 +19,7 @@ module names (never split heuristically), so a name that fits no SD1.5 module is
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io.safe_load import load_state_dict
+from ..io.validate import check_finite
 from .ldm_keys import diffusers_to_ldm_names
 
 logger = logging.getLogger(__name__)
@@ -137,8 +139,13 @@ def _group(state_dict: Mapping, path: str) -> tuple[dict[str, dict], int]:
             ignored += 1
             continue
         if key.endswith(".alpha"):
-            groups.setdefault(key[: -len(".alpha")], {})["alpha"] = float(value)
+            groups.setdefault(key[: -len(".alpha")], {})["alpha"] = _alpha(value, key, path)
             continue
+        if not value.is_floating_point() or value.ndim not in (2, 4):
+            raise CheckpointError(
+                f"LoRA {path!r}: {key} is a {value.dtype} tensor of shape {list(value.shape)}; "
+                "LoRA weights are 2-D or 4-D floating-point tensors: the file is damaged or not "
+                "a LoRA")
         split = _split(key)
         if split is None or not key.startswith(_UNET_PREFIXES + ("down_blocks", "mid_block",
                                                                "up_blocks")):
@@ -148,6 +155,17 @@ def _group(state_dict: Mapping, path: str) -> tuple[dict[str, dict], int]:
             )
         groups.setdefault(split[0], {})[split[1]] = value
     return groups, ignored
+
+
+def _alpha(value, key: str, path: str) -> float:
+    """A LoRA alpha: one finite number."""
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise CheckpointError(f"LoRA {path!r}: {key} must be a single number, got shape "
+                              f"{list(getattr(value, 'shape', []))}; the file is damaged")
+    alpha = float(value)
+    if not math.isfinite(alpha):
+        raise CheckpointError(f"LoRA {path!r}: {key} is {alpha}; the file is damaged")
+    return alpha
 
 
 def parse_lora(state_dict: Mapping[str, torch.Tensor], weight_shapes: Mapping,
@@ -160,6 +178,7 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], weight_shapes: Mapping,
     """
     _refuse_unsupported(state_dict, path)
     groups, ignored = _group(state_dict, path)
+    check_finite(state_dict, f"LoRA {path!r}", "use an undamaged copy of the LoRA file")
     lookup = _module_lookup(weight_shapes, config)
     result, unknown, misfit = LoraFile(path=path, ignored_text_encoder=ignored), [], []
     for stem, parts in groups.items():

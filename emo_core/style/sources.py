@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from ..errors import CheckpointError, EMOInputError
 from ..io.safe_load import SAFETENSORS_SUFFIXES, load_state_dict, read_safetensors_shapes
+from ..io.validate import check_finite, check_float_dtypes, header_dtypes
 from .architecture import check_sd15_unet
 from .ldm_keys import ldm_to_diffusers_names
 from .lora import LoraFile, load_lora
@@ -43,6 +44,15 @@ def _resolve(path: Path, what: str) -> Path:
     return path
 
 
+def _header_dtypes(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return header_dtypes(handle)
+    except Exception as error:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"weight file {str(path)!r} could not be read ({error}); it is "
+                              "truncated or corrupt: copy it again") from None
+
+
 class UNetWeightFile:
     """One SD1.5 checkpoint's UNet tensors by diffusers name, read on demand."""
 
@@ -54,10 +64,12 @@ class UNetWeightFile:
         if lazy:
             self._tensors = None
             file_shapes = read_safetensors_shapes(self.path)
+            dtypes = _header_dtypes(self.path)
         else:
             logger.info("%s is not .safetensors: loading it whole (%s)", what, self.path.name)
             self._tensors = load_state_dict(self.path)
             file_shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
+            dtypes = {k: v.dtype for k, v in self._tensors.items()}
         kind = check_sd15_unet(file_shapes, unet_config, what)
         wanted = spatial_shapes(unet_config)
         if kind == "ldm":
@@ -66,6 +78,9 @@ class UNetWeightFile:
         else:
             self.names = {k: k for k in file_shapes if k in wanted}
         self.shapes = {d: file_shapes[f] for d, f in self.names.items()}
+        float_weights = {f: torch.empty(0) for f in self.names.values()}  # all UNet weights float
+        check_float_dtypes(float_weights, dtypes, what, "use an SD1.5 checkpoint with F16, BF16 "
+                           "or F32 weights")
         unet_keys = [k for k in file_shapes if kind == "diffusers" or k.startswith(
             "model.diffusion_model.")]
         self.skipped = sorted(set(unet_keys) - set(self.names.values()))
@@ -74,11 +89,15 @@ class UNetWeightFile:
         """The tensor for diffusers name ``key`` (CPU, file dtype)."""
         name = self.names[key]
         if self._tensors is not None:
+            check_finite({name: self._tensors[name]}, self.what,
+                         "use an undamaged copy of the checkpoint")
             return self._tensors[name]
         if self._handle is None:
             # One memory-mapped handle for all reads: get_tensor copies just that tensor out.
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-        return self._handle.get_tensor(name)
+        tensor = self._handle.get_tensor(name)
+        check_finite({name: tensor}, self.what, "use an undamaged copy of the checkpoint")
+        return tensor
 
     def close(self) -> None:
         """Release the file handle (also released when the object is garbage-collected)."""
