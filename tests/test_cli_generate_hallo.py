@@ -134,3 +134,27 @@ def test_missing_hallo_inputs_are_refused_in_one_line(media, capsys, extra, word
     for word in words:
         assert word in message, message
     assert not out.exists()
+
+
+def test_hallo_sampling_takes_steps_and_a_changed_cfg_and_warns_only_about_foreign_values():
+    """Hallo's own values (as the example workflow spells them) and EMO's defaults are silent;
+    anything else is named with what Hallo uses instead. guidance_reference is the joint CFG
+    scale only when changed from the EMO default."""
+    from types import SimpleNamespace
+
+    from emo_core.io.hallo import HALLO_SAMPLING
+    from emo_core.pipeline.hallo_run import hallo_sampling, ignored_settings
+    from emo_core.pipeline.settings import GenerationSettings
+
+    models = SimpleNamespace(sampling=HALLO_SAMPLING)
+    plain = hallo_sampling(models, GenerationSettings(steps=7))
+    assert (plain.steps, plain.guidance_scale, plain.motion_scale) == (7, 3.5, (1.0, 1.0, 1.0))
+    assert plain.scheduler["prediction_type"] == "v_prediction"
+    assert hallo_sampling(models, GenerationSettings(guidance_reference=5.0)).guidance_scale == 5.0
+    hallos = GenerationSettings(guidance_mode="joint", frames_per_clip=16, motion_frames=2,
+                                first_clip_motion="reference", scheduler="ddim-vpred-trailing")
+    assert ignored_settings(GenerationSettings(), HALLO_SAMPLING) == []
+    assert ignored_settings(hallos, HALLO_SAMPLING) == []
+    foreign = ignored_settings(GenerationSettings(frames_per_clip=8, scheduler="unipc"),
+                               HALLO_SAMPLING)
+    assert [w.split("=")[0] for w in foreign] == ["frames_per_clip", "scheduler"], foreign
