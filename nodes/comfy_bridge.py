@@ -3,8 +3,10 @@
 Every other file in ``nodes/`` takes ComfyUI things from here, so a ComfyUI API change is fixed in
 one place and ``emo_core`` stays host independent (DESIGN §2.11). Also owns the model folders:
 ``models/emo`` (EMO checkpoints), ``models/wav2vec2`` (Hugging Face wav2vec2 folders) and
-``models/mediapipe`` (MediaPipe Tasks files), each also reachable through ``extra_model_paths.yaml``
-keys ``emo:``, ``wav2vec2:`` and ``mediapipe:``.
+``models/mediapipe`` (MediaPipe Tasks files) and ``models/insightface`` (insightface ONNX models, the
+face embedding of Hallo-converted checkpoints), ``models/audio_separator`` (optional MDX-Net vocal
+separation, e.g. Kim_Vocal_2.onnx), each also reachable through ``extra_model_paths.yaml`` keys
+``emo:``, ``wav2vec2:``, ``mediapipe:``, ``insightface:`` and ``audio_separator:``.
 """
 
 from __future__ import annotations
@@ -30,19 +32,26 @@ __all__ = [
     "register_model_folders", "list_checkpoints", "checkpoint_path", "list_wav2vec2",
     "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "free_memory_for", "offload_device",
     "check_interrupted", "ProgressReporter", "output_directory", "save_path", "release_cache",
-    "calculate_lora_weight",
+    "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
+    "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path",
 ]
 
 EMO_FOLDER = "emo"
 WAV2VEC2_FOLDER = "wav2vec2"
 MEDIAPIPE_FOLDER = "mediapipe"
+INSIGHTFACE_FOLDER = "insightface"  # the name other packs (IPAdapter FaceID, InstantID) use
+AUDIO_SEPARATOR_FOLDER = "audio_separator"
 # folder name -> file extensions listed by folder_paths. wav2vec2 entries are folders, listed by
 # list_wav2vec2() instead, so its extension set only matters for ComfyUI's own file listings.
 MODEL_FOLDERS: dict[str, set[str]] = {
     EMO_FOLDER: {".safetensors"},
     WAV2VEC2_FOLDER: {".json"},
     MEDIAPIPE_FOLDER: {".tflite", ".task"},
+    INSIGHTFACE_FOLDER: {".onnx"},
+    AUDIO_SEPARATOR_FOLDER: {".onnx"},
 }
+FACE_ANALYSIS_AUTO = "auto"
+VOCALS_OFF = "off"
 MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
 # Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
 BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
@@ -126,6 +135,66 @@ def mediapipe_dir(required: str = MEDIAPIPE_FILES[0]) -> Path:
     )
 
 
+def _onnx_folders(root: Path) -> list[Path]:
+    """``root``, ``root/models`` and ``root/models/<pack>`` that hold ``.onnx`` files (the
+    places emo_core.face.embedding searches), in that order."""
+    candidates = [root, root / "models"]
+    if (root / "models").is_dir():
+        candidates += sorted(p for p in (root / "models").iterdir() if p.is_dir())
+    return [c for c in candidates if c.is_dir() and any(c.glob("*.onnx"))]
+
+
+def list_face_analysis() -> list[str]:
+    """``auto`` + every insightface model folder (relative to its ``insightface`` root, e.g.
+    ``models/antelopev2``): the face-embedding choices of Encode Reference."""
+    names: list[str] = []
+    for root in _folder_list(INSIGHTFACE_FOLDER):
+        for folder in _onnx_folders(Path(root)):
+            name = folder.relative_to(root).as_posix()
+            if name not in names:
+                names.append(name)
+    return [FACE_ANALYSIS_AUTO, *sorted(names)]
+
+
+def face_analysis_dir(choice: str) -> Path:
+    """The insightface folder for ``choice`` (``auto``: the first ``insightface`` root holding
+    ONNX models; the face embedder then picks the first folder with a detector and a recognizer).
+    ``EMOInputError`` naming models/insightface and where to get the files when there is none."""
+    from emo_core.face.embedding import HF_SOURCE
+
+    roots = [Path(r) for r in _folder_list(INSIGHTFACE_FOLDER)]
+    for root in roots:
+        folders = _onnx_folders(root)
+        if choice == FACE_ANALYSIS_AUTO and folders:
+            return root
+        for folder in folders:
+            if folder.relative_to(root).as_posix() == choice:
+                return folder
+    raise EMOInputError(
+        f"face_analysis: no insightface models {'' if choice == FACE_ANALYSIS_AUTO else repr(choice) + ' '}"
+        f"in models/{INSIGHTFACE_FOLDER} (looked in: {', '.join(map(str, roots))}); a Hallo "
+        f"checkpoint needs them for the face embedding: copy Hallo's face_analysis/models "
+        f"folder there as models/{INSIGHTFACE_FOLDER}/models (from {HF_SOURCE})")
+
+
+def list_vocal_separators() -> list[str]:
+    """``off`` + the ONNX files in every ``audio_separator`` folder."""
+    _folder_list(AUDIO_SEPARATOR_FOLDER)
+    return [VOCALS_OFF, *folder_paths.get_filename_list(AUDIO_SEPARATOR_FOLDER)]
+
+
+def vocal_separator_path(name: str) -> Path:
+    """Absolute path of the separation model ``name``; ``EMOInputError`` naming the folder."""
+    from emo_core.audio.separation import MODEL_HINT
+
+    found = folder_paths.get_full_path(AUDIO_SEPARATOR_FOLDER, name) if name else None
+    if found is None or not os.path.isfile(found):
+        raise EMOInputError(
+            f"separate_vocals: no model {name!r} in models/{AUDIO_SEPARATOR_FOLDER} (looked in: "
+            f"{', '.join(_folder_list(AUDIO_SEPARATOR_FOLDER))}); {MODEL_HINT}")
+    return Path(found)
+
+
 def torch_device(policy: str) -> torch.device:
     """``policy``: ``"cpu"`` or anything else for ComfyUI's device (``--cpu`` respected)."""
     if policy == "cpu":
@@ -183,6 +252,19 @@ class ProgressReporter:
     def __call__(self, done: int, total: int) -> None:
         self.bar.update_absolute(int(done), int(total))
         check_interrupted()
+
+
+def node_warning(text: str) -> None:
+    """Log ``text`` as a warning and show it on the running node in the browser (ComfyUI's
+    progress-text message, as its API nodes use), so a graph user sees it without the console."""
+    logger.warning(text)
+    from comfy_execution.utils import get_executing_context
+    from server import PromptServer
+
+    context = get_executing_context()
+    server = getattr(PromptServer, "instance", None)
+    if context is not None and server is not None:
+        server.send_progress_text(f"warning: {text}", context.node_id)
 
 
 def calculate_lora_weight(patches, weight: torch.Tensor, key: str) -> torch.Tensor:

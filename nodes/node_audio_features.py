@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import comfy_bridge as bridge
+from . import hallo_support
 from .comfy_bridge import io
 from .convert import audio_waveform, waveform_to_audio
 from .runtime import modules_on_device
@@ -39,6 +40,12 @@ class EMOAudioFeatures(io.ComfyNode):
                     "allow_silence", default=False,
                     tooltip="Silent audio is refused (usually a wrong or muted track). Turn on to "
                             "generate anyway: the face then stays almost still."),
+                io.Combo.Input(
+                    "separate_vocals", options=bridge.list_vocal_separators(),
+                    default=bridge.VOCALS_OFF, optional=True,
+                    tooltip="Optional: isolate the voice before wav2vec with an MDX-Net model "
+                            "from models/audio_separator (Hallo's Kim_Vocal_2.onnx), for songs "
+                            "or noisy speech. The video keeps the original sound."),
             ],
             outputs=[
                 EMOAudioType.Output(display_name="emo_audio"),
@@ -49,21 +56,34 @@ class EMOAudioFeatures(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, emo_models: EMOModelsBundle, audio, fps, allow_silence=False):
+    def execute(cls, emo_models: EMOModelsBundle, audio, fps, allow_silence=False,
+                separate_vocals=bridge.VOCALS_OFF):
         from emo_core.audio.features import extract_audio_features
+        from emo_core.audio.waveform import to_mono_16k
         from emo_core.pipeline.run import check_not_silent
 
         waveform, sample_rate = audio_waveform(audio, "audio")
         check_not_silent(waveform, "input (Wav2Vec Audio Features)", allow_silence)
         progress = bridge.ProgressReporter()  # per wav2vec chunk; also answers interrupts
         progress(0, 1)
+        speech = (waveform, sample_rate)
+        if separate_vocals not in (None, bridge.VOCALS_OFF):
+            from emo_core.audio.separation import separate_vocals as isolate
+
+            speech = isolate(waveform, sample_rate, bridge.vocal_separator_path(separate_vocals))
         with modules_on_device(emo_models, emo_models.wav2vec):
-            features = extract_audio_features(emo_models.wav2vec, waveform, sample_rate, fps,
-                                              device=emo_models.device, progress=progress,
-                                              cancel=bridge.check_interrupted)
+            if hallo_support.is_hallo(emo_models):  # Hallo's own front-end (all layers, whole clips)
+                features = hallo_support.audio_features(emo_models, *speech, fps)
+                fps = features.fps
+            else:
+                features = extract_audio_features(emo_models.wav2vec, *speech, fps,
+                                                  device=emo_models.device, progress=progress,
+                                                  cancel=bridge.check_interrupted)
         frames = int(features.num_frames)
         samples = round(frames / float(fps) * RATE_16K)
-        trimmed = features.waveform_16k[:samples]
+        # the soundtrack is the original audio, also when wav2vec heard the vocals only
+        trimmed = (features.waveform_16k if speech[0] is waveform
+                   else to_mono_16k(waveform, sample_rate))[:samples]
         logger.info("audio %.2f s -> %d frames at %g fps", waveform.shape[-1] / sample_rate,
                     frames, fps)
         return io.NodeOutput(EMOAudio(features=features),

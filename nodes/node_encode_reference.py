@@ -101,6 +101,13 @@ class EMOEncodeReference(io.ComfyNode):
                     "face_index", default=0, min=0, max=31,
                     tooltip="Which face to crop when there are several, counted left to right "
                             "(face crop only)."),
+                io.Combo.Input(
+                    "face_analysis", options=bridge.list_face_analysis(),
+                    default=bridge.FACE_ANALYSIS_AUTO, optional=True,
+                    tooltip="Hallo checkpoints only (EMO weights ignore it): insightface models "
+                            "folder from models/insightface for the face identity embedding "
+                            "(Hallo's face_analysis/models). auto: the first folder there with "
+                            "a detector and a recognizer."),
             ],
             outputs=[
                 EMOReferenceType.Output(display_name="reference"),
@@ -114,7 +121,10 @@ class EMOEncodeReference(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, emo_models: EMOModelsBundle, image, crop, size, face_index) -> io.NodeOutput:
+    def execute(cls, emo_models: EMOModelsBundle, image, crop, size, face_index,
+                face_analysis=bridge.FACE_ANALYSIS_AUTO) -> io.NodeOutput:
+        from .hallo_support import is_hallo, reference_conditions
+
         if size % 64:
             raise EMOInputError(f"size must be a multiple of 64, got {size}")
         progress = bridge.ProgressReporter(2)  # detection + crop, VAE encode
@@ -132,8 +142,10 @@ class EMOEncodeReference(io.ComfyNode):
                                            emo_models.dtype)
         encoded = type(encoded)(latents=encoded.latents.detach().to("cpu", torch.float32),
                                 image=encoded.image)
+        # Hallo weights: face embedding + region masks of the crop (Hallo's own inputs)
+        hallo = reference_conditions(portrait, face_analysis) if is_hallo(emo_models) else None
         progress(2, 2)
         logger.info("reference %s cropped to %d px, latents %s", crop, size,
                     tuple(encoded.latents.shape))
-        return io.NodeOutput(EMOReference(encoded=encoded, crop_policy=crop),
+        return io.NodeOutput(EMOReference(encoded=encoded, crop_policy=crop, hallo=hallo),
                              uint8_to_image(portrait), EMOCrop(box, source.shape[:2]))

@@ -30,8 +30,9 @@ class EMOLoadModels(io.ComfyNode):
                 io.Combo.Input(
                     "checkpoint", options=bridge.list_checkpoints(),
                     tooltip="EMO checkpoint (.safetensors) from models/emo. `python -m emo_core "
-                            "demo-weights` makes tiny random ones for testing; real results need a "
-                            "trained checkpoint."),
+                            "demo-weights` makes tiny random ones for testing; `python -m emo_core "
+                            "convert-hallo` turns Hallo's weights into one (real talking faces "
+                            "today)."),
                 io.Combo.Input(
                     "wav2vec2", options=bridge.list_wav2vec2(),
                     tooltip="wav2vec2 model folder (config.json + weights) from models/wav2vec2, "
@@ -90,6 +91,10 @@ class EMOLoadModels(io.ComfyNode):
         wav2vec_path = check_wav2vec_folder(bridge.wav2vec2_path(wav2vec2))
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
         models = load_emo_checkpoint(path, device=load_device, dtype=dtype)
+        if getattr(models.backbone.config, "variant", "emo") == "hallo":
+            from .hallo_support import log_hallo_defaults
+
+            log_hallo_defaults(models, checkpoint)
         wav2vec = load_wav2vec(wav2vec_path, device=load_device, dtype=dtype)
         if vae is not None and getattr(vae, "latent_channels", 4) != 4:
             raise EMOInputError(

@@ -128,7 +128,11 @@ class EMOSampler(io.ComfyNode):
                 **options) -> io.NodeOutput:
         from emo_core.pipeline.pipeline import EMOPipeline
 
+        from . import hallo_support
+
         settings = _settings(reference, emo_audio, dict(options, decode_batch=decode_batch))
+        if hallo_support.is_hallo(emo_models):
+            return _hallo(emo_models, reference, emo_audio, settings, emo_speed, decode_images)
         speed = _speed_curve(emo_speed, emo_audio)
         mask = torch.from_numpy(mask_to_array(face_mask, reference.size))
         latents, frames = [], []
@@ -148,3 +152,20 @@ class EMOSampler(io.ComfyNode):
         images = (uint8_to_image(torch.from_numpy(np.concatenate(frames))) if decode_images
                   else ExecutionBlocker(NO_IMAGES))
         return io.NodeOutput(latent, images)
+
+
+def _hallo(emo_models, reference, emo_audio, settings, emo_speed, decode_images):
+    """Hallo-converted checkpoint: Hallo's clips; face_mask unused (Encode Reference computed
+    Hallo's own face region), speed ignored with a warning."""
+    from . import hallo_support
+
+    logger.info("EMO Sampler: Hallo checkpoint, face_mask unused (Hallo's face region comes "
+                "from Encode Reference)")
+    with modules_on_device(emo_models, emo_models.models):
+        samples, frames = hallo_support.sample(emo_models, reference, emo_audio, settings,
+                                               emo_speed, decode_images)
+    logger.info("EMO Sampler: %d frames %s (Hallo)", samples.shape[0], tuple(samples.shape[1:]))
+    latent = {"samples": samples, "emo_fps": float(emo_audio.fps)}
+    images = (uint8_to_image(torch.from_numpy(frames)) if decode_images
+              else ExecutionBlocker(NO_IMAGES))
+    return io.NodeOutput(latent, images)

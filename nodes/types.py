@@ -54,6 +54,9 @@ class EMOReference:
 
     encoded: Any
     crop_policy: str
+    # Hallo-converted checkpoints only: emo_core.pipeline.hallo.HalloConditions of the crop
+    # (face embedding + region masks), computed by Encode Reference.
+    hallo: Any = None
 
     @property
     def size(self) -> int:
@@ -82,6 +85,18 @@ class EMOAudio:
     @property
     def fps(self) -> float:
         return float(self.features.fps)
+
+
+@dataclass(frozen=True)
+class HalloAudioFeatures:
+    """Hallo's audio front-end for a Hallo-converted checkpoint (``EMOAudio.features``):
+    ``windows (F_padded, 5, L, C)`` (F_padded a multiple of the clip length), ``num_frames``
+    the video's frame count, ``waveform_16k (T16,)`` mono."""
+
+    windows: torch.Tensor
+    num_frames: int
+    fps: float
+    waveform_16k: torch.Tensor
 
 
 @dataclass(frozen=True)

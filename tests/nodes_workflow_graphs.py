@@ -102,10 +102,12 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
             "checkpoint": "emo.safetensors", "wav2vec2": "wav2vec2", "precision": "auto",
             "device": "auto", "style_strength": 1.0, "style_strength_backbone": 1.0,
             "style_strength_reference": 1.0}, size=(300, 260)),
-        Node(4, "EMOEncodeReference", (380, 0), {"crop": "face", "size": 128, "face_index": 0},
-             {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 150)),
-        Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False},
-             {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 130)),
+        Node(4, "EMOEncodeReference", (380, 0), {"crop": "face", "size": 128, "face_index": 0,
+                                                 "face_analysis": "auto"},
+             {"emo_models": (3, 0), "image": (1, 0)}, size=(300, 170)),
+        Node(5, "EMOAudioFeatures", (380, 380), {"fps": 25.0, "allow_silence": False,
+                                                 "separate_vocals": "off"},
+             {"emo_models": (3, 0), "audio": (2, 0)}, size=(300, 150)),
         Node(6, "EMOFaceLocatorMask", (760, 0),
              {"expand_ratio": DEFAULT_MASK_EXPAND, "face_index": 0},
              {"image": (4, 1)}, size=(300, 130)),
@@ -173,14 +175,45 @@ def civitai_style() -> list[Node]:
     return nodes
 
 
+HALLO_NOTE = (
+    "EMO with Hallo weights: real talking faces today, from Hallo's public real weights.\n\n"
+    "1. From the Hugging Face repository fudan-generative-ai/hallo convert Hallo's "
+    "pretrained_models/ once: python -m emo_core convert-hallo --pretrained-models "
+    "pretrained_models --out ComfyUI/models/emo/hallo.safetensors\n"
+    "2. Copy pretrained_models/wav2vec/wav2vec2-base-960h into models/wav2vec2/ and "
+    "pretrained_models/face_analysis/models into models/insightface/ (as models/insightface/"
+    "models).\n"
+    "3. Load a square photo with a clear, frontal face and your speech; queue.\n\n"
+    "Hallo's settings: 512 px, 40 steps, 25 fps, clips of 16 + 2 motion frames, joint CFG 3.5 "
+    "(guidance_reference), its DDIM (v-prediction, trailing). The Speed Embedding is ignored "
+    "(Hallo has no speed layers) and Face Locator Mask is unused: Encode Reference computes "
+    "Hallo's face embedding and face regions."
+)
+
+
+def hallo_weights() -> list[Node]:
+    """The same seven nodes with a Hallo-converted checkpoint and Hallo's settings."""
+    nodes = talking_portrait()[:-1]
+    nodes[2].widgets.update(checkpoint="hallo.safetensors", wav2vec2="wav2vec2-base-960h")
+    nodes[3].widgets.update(size=512)
+    nodes[7].widgets.update(seed=42, steps=40, guidance_reference=3.5, guidance_mode="joint",
+                            frames_per_clip=16, motion_frames=2, first_clip_motion="reference",
+                            scheduler="ddim-vpred-trailing")
+    nodes[-1].widgets["filename_prefix"] = "EMO/hallo"
+    nodes.append(Node(10, "Note", (1140, 470), {"text": HALLO_NOTE}, size=(340, 400)))
+    return nodes
+
+
 GRAPHS = {"emo_talking_portrait": talking_portrait,
           "emo_long_video_low_memory": long_video_low_memory,
-          "emo_civitai_style": civitai_style}
+          "emo_civitai_style": civitai_style,
+          "emo_hallo_weights": hallo_weights}
 # Template card title (and description) = the UI file's name; see the module docstring.
 TITLES_UI = {
     "emo_talking_portrait": "EMO talking portrait (photo and speech to video)",
     "emo_long_video_low_memory": "EMO long video (low memory, pasted into the full photo)",
     "emo_civitai_style": "EMO civitai style (SD1.5 checkpoint and LoRA as the look)",
+    "emo_hallo_weights": "EMO with Hallo weights (real talking faces)",
 }
 
 TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above node.pos

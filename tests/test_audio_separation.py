@@ -12,7 +12,6 @@ import torch
 
 onnx = pytest.importorskip("onnx")  # test-only dependency (pinned in .ci/requirements-ci.txt)
 pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
 
 from emo_core.audio.separation import (  # noqa: E402
     SEPARATION_RATE,
@@ -23,34 +22,13 @@ from emo_core.audio.separation import (  # noqa: E402
 )
 from emo_core.audio.waveform import to_mono_16k  # noqa: E402
 from emo_core.errors import EMOInputError  # noqa: E402
-
-SHAPE = [1, 4, 3072, 256]
-
-
-def _model(path, op: str, shape=SHAPE):
-    """identity | half (x 0.5) | swap (left <-> right: channels [2, 3, 0, 1])."""
-    inits, nodes = [], []
-    if op == "identity":
-        nodes.append(helper.make_node("Identity", ["input"], ["output"]))
-    elif op == "half":
-        inits.append(helper.make_tensor("k", TensorProto.FLOAT, [], [0.5]))
-        nodes.append(helper.make_node("Mul", ["input", "k"], ["output"]))
-    else:
-        inits.append(helper.make_tensor("idx", TensorProto.INT64, [4], [2, 3, 0, 1]))
-        nodes.append(helper.make_node("Gather", ["input", "idx"], ["output"], axis=1))
-    graph = helper.make_graph(
-        nodes, "mdx_tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+from tests.onnx_tiny_models import build_separator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audio_separator")
-    return {op: load_separator(_model(folder / f"{op}.onnx", op))
+    return {op: load_separator(build_separator(folder / f"{op}.onnx", op))
             for op in ("identity", "half", "swap")}
 
 
@@ -123,12 +101,12 @@ def test_separate_vocals_at_16k(models):
     assert np.abs(loud).max() <= 0.9 + 4e-3
 
 
-def test_missing_or_wrong_model(tmp_path):
+def test_missing_or_wrongbuild_separator(tmp_path):
     with pytest.raises(EMOInputError) as info:
         separate_vocals(np.zeros((2, 1000), np.float32), 44_100, tmp_path)
     text = str(info.value)
     assert "Kim_Vocal_2.onnx" in text and "audio_separator" in text
     assert "fudan-generative-ai/hallo" in text and str(tmp_path) in text
-    wrong = load_separator(_model(tmp_path / "Kim_Vocal_2.onnx", "identity", [1, 4, 2048, 256]))
+    wrong = load_separator(build_separator(tmp_path / "Kim_Vocal_2.onnx", "identity", [1, 4, 2048, 256]))
     with pytest.raises(EMOInputError, match="expected"):
         separate_vocals(np.zeros((2, 1000), np.float32), 44_100, tmp_path, session=wrong)

@@ -44,8 +44,11 @@ def _prepare(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("emo_nodes")
     weights = write_demo_weights(root / "weights")
     yaml_path = root / "extra_model_paths.yaml"
+    # the vocal separation model of the Hallo test comes through the yaml too (key of this pack)
     yaml_path.write_text(
-        f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n", encoding="utf-8")
+        f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n"
+        f"emo_test_hallo:\n  base_path: {root / 'hallo'}\n  audio_separator: separator\n",
+        encoding="utf-8")
     no_face = root / "no_face.png"
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(ramp, (256, 1))] * 3, axis=-1)).save(no_face)
@@ -56,13 +59,35 @@ def _prepare(tmp_path_factory) -> dict:
         out.setframerate(16000)
         out.writeframes(b"\x00\x00" * 32000)
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
-    return {
-        "models": {"mediapipe": [mediapipe / "blaze_face_short_range.tflite",
-                                 mediapipe / "face_landmarker.task"]},
-        "inputs": [fixture_path("portrait_astronaut.png"),
-                   fixture_path("speech_arctic_a0007.wav"), no_face, silent],
-        "extra_args": ["--extra-model-paths-config", str(yaml_path)],
-    }
+    models = {"mediapipe": [mediapipe / "blaze_face_short_range.tflite",
+                            mediapipe / "face_landmarker.task"]}
+    inputs = [fixture_path("portrait_astronaut.png"), fixture_path("speech_arctic_a0007.wav"),
+              no_face, silent]
+    _prepare_hallo(root / "hallo", models, inputs)
+    return {"models": models, "inputs": inputs,
+            "extra_args": ["--extra-model-paths-config", str(yaml_path)]}
+
+
+def _prepare_hallo(root: Path, models: dict, inputs: list) -> None:
+    """The converted tiny Hallo fixture in models/emo, its wav2vec2 in models/wav2vec2, tiny
+    insightface ONNX models in models/insightface/models (Hallo's face_analysis/models) and a
+    tiny MDX model in ``root/separator`` (the yaml's audio_separator), when the fixture and the
+    onnx package are there (else the Hallo test skips)."""
+    from tests.hallo_media import HAS_FIXTURE, WAV2VEC, convert_fixture, write_speech
+
+    try:
+        from tests.onnx_tiny_models import build_separator, write_face_models
+    except ImportError:  # the onnx package (test-only) is missing
+        return
+    if not HAS_FIXTURE:
+        return
+    root.mkdir()
+    models["emo"] = [convert_fixture(root / "hallo.safetensors")]
+    models["wav2vec2"] = [WAV2VEC]
+    models["insightface"] = [write_face_models(root / "face_analysis") / "models"]
+    (root / "separator").mkdir()  # models/audio_separator through extra_model_paths.yaml
+    build_separator(root / "separator" / "Kim_Vocal_2.onnx", "identity")
+    inputs.append(write_speech(root / "hallo_speech.wav"))
 
 
 comfy_server = comfy_server_fixture("comfy_server", scope="module", prepare=_prepare,
@@ -104,10 +129,11 @@ def test_nodes_and_model_folders_from_extra_model_paths(comfy_server):
     assert comfy_server.import_problems() == []
     info = comfy_server.object_info()
     loader = info["EMOLoadModels"]["input"]["required"]
-    # Only the yaml points at these files: models/emo and models/wav2vec2 are empty.
+    # Only the yaml points at these files (models/emo holds only the Hallo test's checkpoint).
     assert "emo.safetensors" in loader["checkpoint"][1]["options"]
     assert "wav2vec2" in loader["wav2vec2"][1]["options"]
-    assert not any((comfy_server.base_dir / "models" / "emo").glob("*"))
+    assert not (comfy_server.base_dir / "models" / "emo" / "emo.safetensors").exists()
+    assert not (comfy_server.base_dir / "models" / "wav2vec2" / "wav2vec2").exists()
 
 
 def test_workflow_templates_are_served(comfy_server):
@@ -178,12 +204,12 @@ def test_silent_audio_is_an_execution_error_naming_the_problem(comfy_server):
     assert _mp4s(comfy_server) == []
 
 
-def _check_mp4(path: Path, expected_frames: int) -> None:
+def _check_mp4(path: Path, expected_frames: int, fps: float = FPS) -> None:
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         assert container.streams.audio, f"{path} has no audio stream"
         assert video.codec_context.name == "h264"
-        assert Fraction(video.average_rate) == FPS
+        assert Fraction(video.average_rate) == fps
         frames = sum(1 for _ in container.decode(video=0))
     assert frames == expected_frames
 
@@ -267,3 +293,45 @@ def _check_pasted_back(path: Path) -> None:
     # H.264 (crf 18-ish) on a photo: a few levels; noise pasted inside: tens of levels.
     assert outside_error < 4.0 and inside_change > 20.0
 
+
+
+def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
+    """Issue 14: the Hallo example workflow with the converted tiny fixture checkpoint from
+    models/emo, face models from models/insightface, vocal separation with a tiny MDX model from
+    the yaml's audio_separator folder: an mp4 of exactly the audio's frame count
+    (0.92 s at Hallo's 25 fps = 23 frames, 2 clips of 16 + 2), the Speed Embedding ignored with
+    a warning shown on the node, not an error; a missing insightface folder is an error naming
+    it."""
+    from tests.hallo_media import FRAMES as HALLO_FRAMES
+
+    info = comfy_server.object_info()
+    if "hallo.safetensors" not in info["EMOLoadModels"]["input"]["required"]["checkpoint"][1][
+            "options"]:
+        pytest.skip("Hallo fixture or the onnx package absent: no converted checkpoint placed")
+    choices = info["EMOEncodeReference"]["input"]["optional"]["face_analysis"][1]["options"]
+    assert choices == ["auto", "models"], choices  # models/insightface/models
+    workflow = json.loads((API / "emo_hallo_weights.json").read_text(encoding="utf-8"))
+    workflow["2"]["inputs"]["audio"] = "hallo_speech.wav"
+    assert info["EMOAudioFeatures"]["input"]["optional"]["separate_vocals"][1]["options"] == [
+        "off", "Kim_Vocal_2.onnx"]  # listed from the extra_model_paths.yaml folder
+    workflow["5"]["inputs"]["separate_vocals"] = "Kim_Vocal_2.onnx"
+    workflow["4"]["inputs"].update(size=128, face_analysis="models")
+    workflow["8"]["inputs"].update(steps=1)
+    # A face_analysis folder that is not there: one execution error naming the folder to fill
+    missing = json.loads(json.dumps(workflow))
+    missing["4"]["inputs"]["face_analysis"] = "models/buffalo_l"
+    message = _error_of(comfy_server, missing)
+    assert message.startswith("face_analysis: no insightface models 'models/buffalo_l' in "
+                              "models/insightface"), message
+    assert "fudan-generative-ai/hallo" in message
+    entry = comfy_server.wait_history(comfy_server.post_prompt(workflow), timeout=600)
+    assert entry["status"]["status_str"] == "success", _messages(entry)
+    (record,) = output_files(entry)
+    assert record["subfolder"] == "EMO" and record["filename"].startswith("hallo")
+    _check_mp4(comfy_server.base_dir / "output" / record["subfolder"] / record["filename"],
+               HALLO_FRAMES, fps=25.0)
+    log = comfy_server.log_text()
+    assert "is a Hallo checkpoint: EMO Sampler uses its defaults" in log
+    assert "recognizer glintr100.onnx" in log  # the insightface models from models/insightface
+    assert "through Kim_Vocal_2.onnx" in log  # vocals separated before wav2vec
+    assert "ignoring the Speed Embedding input" in log

@@ -79,7 +79,7 @@ GENERATE_CASES = [
     ("plain SD tensors as checkpoint", {"--checkpoint": "{plain}"}, ["not an EMO checkpoint"]),
     ("missing checkpoint", {"--checkpoint": "{root}/nothing.safetensors"}, ["not found"]),
     ("missing image", {"--image": "{root}/nothing.png"}, ["--image", "does not exist"]),
-    ("text as image", {"--image": "{root}/notes.txt"}, ["--image", "not a readable image"]),
+    ("text as image", {"--image": "{root}/notes.txt"}, ["--image", "could not be read"]),
     ("image as audio", {"--audio": PORTRAIT}, ["--audio", "audio"]),
     ("missing audio", {"--audio": "{root}/nothing.wav"}, ["--audio", "does not exist"]),
     ("wrong output suffix", {"--out": "{root}/out.avi"}, ["--out", ".mp4"]),

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 SEPARATION_RATE = 44_100
 MODEL_FILE = "Kim_Vocal_2.onnx"
-_WHERE = (
+MODEL_HINT = (
     f"put {MODEL_FILE} in ComfyUI's models/audio_separator/ (Hallo's layout: "
     f"pretrained_models/audio_separator/{MODEL_FILE}); it is in the Hugging Face repository "
     "fudan-generative-ai/hallo, folder audio_separator. Or turn vocal separation off."
@@ -78,8 +78,8 @@ def load_separator(model_path, providers=None):
     if path is not None and path.is_dir():
         path = path / MODEL_FILE
     if path is None or not path.is_file():
-        raise EMOInputError(f"vocal separation model {str(path)!r} not found; {_WHERE}")
-    return open_session(path, "vocal separation model", _WHERE, providers)
+        raise EMOInputError(f"vocal separation model {str(path)!r} not found; {MODEL_HINT}")
+    return open_session(path, "vocal separation model", MODEL_HINT, providers)
 
 
 def _check_model(session, params: MDXParams) -> None:

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from ..pipeline.settings import FPS_RANGE
+from . import stop_signals
 from .demo_progress import DemoProgress
 from .help_format import HelpFormatter
 
@@ -171,7 +172,8 @@ def run_noise_demo(args, progress: DemoProgress) -> int:
         audio=args.audio, out=out, settings=settings)
     progress.stage("face, audio features, models")
     try:
-        generate_video(request, progress=progress.denoising)
+        generate_video(request, progress=progress.denoising,
+                       cancel=stop_signals.raise_if_stopped)
     except BaseException:
         _drop_placeholder(out, args.out)
         raise

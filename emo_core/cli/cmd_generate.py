@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..face.mask_expand import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP
 from ..pipeline.settings import FPS_RANGE, SCHEDULERS, GenerationSettings
+from . import stop_signals
 from .help_format import HelpFormatter
 from .progress import TqdmProgress
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
@@ -38,6 +39,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Hugging Face wav2vec2 folder (e.g. facebook/wav2vec2-base-960h)")
     parser.add_argument("--mediapipe", type=Path, required=True,
                         help="folder with blaze_face_short_range.tflite and face_landmarker.task")
+    parser.add_argument("--face-analysis", type=Path, default=None,
+                        help="Hallo checkpoints only: insightface models folder (Hallo's "
+                        "pretrained_models/face_analysis, with a detector and a recognizer .onnx)")
+    parser.add_argument("--separate-vocals", type=Path, default=None, metavar="MODEL.onnx",
+                        help="optional: isolate the voice before wav2vec with an MDX-Net model "
+                        "(Hallo's audio_separator/Kim_Vocal_2.onnx); off by default")
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +119,7 @@ def request_from_args(args, **overrides):
         speed=args.speed, speed_keyframes=args.speed_keyframes, speed_video=args.speed_from_video,
         face_index=args.face_index, mask_expand=args.mask_expand, paste_back=args.paste_back,
         allow_silence=args.allow_silence, device=args.device,
-        dtype=args.dtype,
+        dtype=args.dtype, face_analysis=args.face_analysis, separate_vocals=args.separate_vocals,
     )
     if style_requested(args):
         values["prepare_models"] = lambda models: _apply_style(models, args)
@@ -140,6 +147,7 @@ def run(args) -> int:
     request = request_from_args(args)
     preflight_request(request, style_files(args))  # every input checked before any model loads
     with TqdmProgress() as progress:
-        out = generate_video(request, progress=progress)
+        out = generate_video(request, progress=progress,
+                             cancel=stop_signals.raise_if_stopped)
     print(f"wrote {out}")
     return 0

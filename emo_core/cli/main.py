@@ -12,10 +12,10 @@ import argparse
 import errno
 import importlib
 import logging
-import signal
 import sys
 
 from ..errors import EMOCancelled, EMOInputError, EMOTerminated
+from . import stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +66,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
-def _terminate(signum, frame) -> None:
-    raise EMOTerminated("stopped by SIGTERM; nothing was written")
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM ends a run like a cancel (cleanup runs, exit 143); SIGXFSZ is ignored so hitting
-    the file-size limit (ulimit -f) is an OSError (EFBIG) the writers clean up after, instead of
-    killing the process with its temporary file left behind."""
-    signal.signal(signal.SIGTERM, _terminate)
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
 def join_dash_values(argv: list[str]) -> list[str]:
     """``["--speed-keyframes", "-1:5"]`` -> ``["--speed-keyframes=-1:5"]`` (see DASH_VALUE_OPTIONS)."""
     out: list[str] = []
@@ -101,9 +88,7 @@ _WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    signals = (signal.SIGTERM, *([signal.SIGXFSZ] if hasattr(signal, "SIGXFSZ") else []))
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    install_signal_handlers()
+    previous = stop_signals.install()
     try:
         return _main(argv)
     except OSError as error:
@@ -120,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cancelled: {error}", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
-        for sig, handler in previous.items():  # in-process callers (tests) get theirs back
-            signal.signal(sig, handler)
+        stop_signals.restore(previous)
 
 
 def _main(argv: list[str] | None) -> int:

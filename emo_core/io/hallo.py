@@ -59,7 +59,8 @@ HALLO_SAMPLING = {
     "clip_frames": 16,
     "motion_frames": 2,
     "fps": 25,
-    "motion_scale": [1.1, 1.1, 1.1],  # pose_weight, face_weight, lip_weight
+    # pose/face/lip weight: inference.py's CLI defaults (1.0) override default.yaml's 1.1
+    "motion_scale": [1.0, 1.0, 1.0],
     "latent_scale": 0.18215,
 }
 

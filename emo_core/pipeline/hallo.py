@@ -52,7 +52,7 @@ class HalloSampling:
 
     steps: int = 40
     guidance_scale: float = 3.5
-    motion_scale: tuple = (1.1, 1.1, 1.1)
+    motion_scale: tuple = (1.0, 1.0, 1.0)
     scheduler: dict = field(default_factory=dict)
     latent_scale: float = 0.18215
     bank_dtype: torch.dtype | None = torch.float16

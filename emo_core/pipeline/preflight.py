@@ -46,21 +46,17 @@ def check_input_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def check_image_file(path: str | os.PathLike, what: str = "--image") -> Path:
-    """An image PIL can identify (reads the header only, no pixels)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image PIL can identify, within the pixel limit (reads the header only, no pixels; see
+    :func:`emo_core.image.check_image_file`, which also refuses decompression bombs)."""
+    from ..image import check_image_file as check_image_header
 
     path = check_input_file(path, what)
     try:
-        with Image.open(path) as picture:
-            width, height = picture.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise EMOInputError(f"{what} {str(path)!r} is not a readable image ({error}); use a "
-                            "PNG, JPEG or WebP image") from error
+        width, height = check_image_header(path)
+    except EMOInputError as error:
+        raise EMOInputError(f"{what}: {error}") from error
     if width < 1 or height < 1:
         raise EMOInputError(f"{what} {str(path)!r} has no pixels ({width}x{height})")
-    from ..image import check_image_file as check_pixel_limit
-
-    check_pixel_limit(path)  # header-only: refuses decompression bombs above the pixel limit
     return path
 
 
@@ -123,6 +119,43 @@ def check_emo_checkpoint(path: str | os.PathLike) -> Path:
     return file
 
 
+def checkpoint_variant(file: str | os.PathLike) -> str:
+    """``"hallo"`` or ``"emo"``, from the checkpoint's config metadata (no tensors read)."""
+    from ..io.emo_checkpoint import read_emo_configs
+
+    return read_emo_configs(Path(file)).get("backbone", {}).get("variant", "emo")
+
+
+def check_face_analysis_folder(folder, what: str = "--face-analysis") -> Path:
+    """The insightface models folder a Hallo checkpoint needs (a folder listing, no model is
+    opened)."""
+    from ..face.embedding import HF_SOURCE, model_folders
+
+    if folder is None:
+        raise EMOInputError(
+            f"{what} is required with a Hallo checkpoint: the insightface models folder "
+            f"(Hallo's pretrained_models/face_analysis, or ComfyUI's models/insightface) with a "
+            f"detector and a recognizer .onnx; they are in {HF_SOURCE}")
+    try:
+        model_folders(folder)
+    except EMOInputError as error:
+        raise EMOInputError(f"{what}: {error}") from error
+    return Path(folder)
+
+
+def check_separator_model(path, what: str = "--separate-vocals") -> Path:
+    """The MDX-Net vocal separation model file (or a folder holding Kim_Vocal_2.onnx)."""
+    from ..audio.separation import MODEL_FILE, MODEL_HINT
+
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise EMOInputError(f"{what} {str(file)!r} does not exist; {MODEL_HINT}")
+    if file.suffix.lower() != ".onnx":
+        raise EMOInputError(f"{what} {str(file)!r} is not an .onnx file; {MODEL_HINT}")
+    return check_input_file(file, what)
+
+
 def check_weight_source(path: str | os.PathLike, what: str) -> Path:
     """A style/base checkpoint or LoRA: a diffusers folder, or a weight file whose safetensors
     header is readable (pickle files are checked for existence only: never unpickled here)."""
@@ -170,5 +203,9 @@ def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None
     check_mediapipe_folder(request.mediapipe)
     for option, path in style_files:
         check_weight_source(path, option)
+    if getattr(request, "separate_vocals", None) is not None:
+        check_separator_model(request.separate_vocals)
     check_wav2vec_folder(request.wav2vec)
-    check_emo_checkpoint(request.checkpoint)
+    file = check_emo_checkpoint(request.checkpoint)
+    if checkpoint_variant(file) == "hallo" and getattr(request, "hallo_conditions", None) is None:
+        check_face_analysis_folder(request.face_analysis)

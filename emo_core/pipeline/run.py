@@ -48,6 +48,9 @@ class GenerateRequest:
     # Hallo-variant checkpoints: insightface models folder, or precomputed HalloConditions.
     face_analysis: Path | None = None
     hallo_conditions: object | None = None
+    # Optional MDX-Net vocal separation model (Kim_Vocal_2.onnx): wav2vec then hears the vocals
+    # only, as in Hallo; the video keeps the original soundtrack.
+    separate_vocals: Path | None = None
 
 
 # What a command-line user can change when no face is found (no crop or mask options there).
@@ -123,8 +126,8 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
     wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
-    audio = extract_audio_features(wav2vec, waveform, sample_rate, settings.fps, device=device,
-                                   cancel=cancel)
+    audio = extract_audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
+                                   settings.fps, device=device, cancel=cancel)
     del wav2vec  # not needed while sampling; frees its memory
     speed = _speed_curve(request, audio.num_frames, settings.fps)
 
@@ -147,6 +150,16 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
             writer.write(chunk[:, :height, :width])
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
+
+
+def speech_waveform(request: GenerateRequest, waveform, sample_rate: int):
+    """What wav2vec hears: the vocals when ``request.separate_vocals`` names a model, else the
+    audio as loaded. Returns ``(waveform, sample_rate)``."""
+    if request.separate_vocals is None:
+        return waveform, sample_rate
+    from ..audio.separation import separate_vocals
+
+    return separate_vocals(waveform, sample_rate, request.separate_vocals)
 
 
 def _is_hallo(checkpoint) -> bool:
