@@ -35,9 +35,11 @@ def test_demo_first_run_within_budget_then_reuses_weights_and_never_overwrites(t
     assert first["stdout"].count(str(out)) == 1  # path printed once
     assert first["stdout"].count("noise") == 1  # says once, plainly, what the video shows
     assert first["cpu_s"] < DEMO_CPU_S, first["cpu_s"]
-    # The bar is up before the heavy imports: its first stages show 0 s elapsed.
-    assert re.search(r"demo: importing torch and diffusers\s+\d+%\|[^|]*\| 00:0[01]",
-                     first["stderr"]), first["stderr"][:500]
+    # The bar is up before anything heavy runs: its first stages are drawn before the torch
+    # import (an order, not a wall-clock time: busy CI machines stretch the seconds).
+    stages = re.findall(r"demo: ([a-z][a-z ,0-9]+?)\s+\d+%", first["stderr"])
+    assert stages[:2] == ["starting", "checking inputs"], first["stderr"][:500]
+    assert stages.index("importing torch and diffusers") > stages.index("checking inputs")
     frames, audio_seconds, _ = video_facts(out)
     assert frames == 100 and abs(audio_seconds - 4.0) <= 1 / 25  # bundled 4.0 s clip at 25 fps
     weights = tmp_path / "cache" / "demo-weights" / "emo.safetensors"
