@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.flops_common import count as _count  # noqa: E402
 
 HALLO_GFLOP = 3424.0  # Hallo's pipeline, per generated frame per step, 512 px, 40 steps, CFG 3.5
 CLIP, MOTION = 16, 2
@@ -68,12 +69,6 @@ def hallo_layout_configs(preset: str = "sd15") -> dict:
     kwargs = {**HALLO_UNET_KWARGS, "audio_attention_dim": dim}
     return hallo_configs(shapes, unet, kwargs, {"num_hidden_layers": layers,
                                                "hidden_size": hidden}, vae_config(preset))
-
-
-def _count(fn) -> tuple[float, dict]:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9, counter.get_flop_counts()
 
 
 def _attn1(counts: dict) -> float:
