@@ -43,3 +43,15 @@ def demo_weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo") / "weights"
     write_demo_weights(folder, seed=0)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module: 2 shared cores, and counts/equalities that must not
+    depend on how work is split across threads. Restores the previous count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks import bench_flops as bench
@@ -15,11 +14,8 @@ from emo_core.pipeline.settings import GUIDANCE_MODES
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here on one torch thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks import bench_hallo_flops as bench
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here on one torch thread (see conftest.one_torch_thread)."""
 
 
 def test_meta_count_equals_a_real_run_at_tiny_size():

@@ -30,11 +30,8 @@ SKIPPED = (".down_blocks.3.", ".up_blocks.0.")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here on one torch thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(autouse=True)
