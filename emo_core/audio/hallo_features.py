@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .wav2vec_parts import encode_layers
+
 
 def hallo_normalize(waveform: torch.Tensor) -> torch.Tensor:
     """``(n,)`` float -> zero-mean unit-variance float32 (statistics in float64)."""
@@ -46,19 +48,7 @@ def hallo_audio_features(wav2vec, waveform: torch.Tensor, fps: int = 25, clip_fr
     param = next(wav2vec.parameters())
     cnn = wav2vec.feature_extractor(values[None].to(param.device, param.dtype))  # (1, C, T)
     cnn = F.interpolate(cnn, size=seq, mode="linear", align_corners=True).transpose(1, 2)
-    hidden, _ = wav2vec.feature_projection(cnn)
-    outputs: list[torch.Tensor] = []
-
-    def keep(_module, _inputs, output):  # every layer's output (transformers-version neutral)
-        outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [layer.register_forward_hook(keep) for layer in wav2vec.encoder.layers]
-    try:
-        wav2vec.encoder(hidden)
-    finally:
-        for handle in handles:
-            handle.remove()
-    features = torch.stack(outputs, dim=2)[0]  # (seq, layers, C)
+    features = encode_layers(wav2vec, cnn[0])  # (seq, layers, C)
     return features.float(), frames
 
 
