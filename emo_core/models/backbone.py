@@ -30,7 +30,7 @@ from .reference_attention import (
     ReferenceReadProcessor,
     reference_cross_attention,
 )
-from .sites import Site, attn1_names, replace_output, unet_sites
+from .sites import Site, SiteHook, attn1_names, unet_sites
 from .temporal import TemporalModule
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class _CallState:
         return output
 
 
-class _SiteRunner:
+class _SiteRunner(SiteHook):
     """Forward hook for one site: audio attention (spatial sites), then the temporal module."""
 
     def __init__(self, state: _CallState, index: int, motion: TemporalModule,
@@ -73,11 +73,6 @@ class _SiteRunner:
         self.index = index
         self.motion = motion
         self.audio = audio
-
-    def hook(self, module, args, output):
-        if not self.state.active:
-            return output
-        return replace_output(output, self.apply)
 
     def apply(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden: (b*f, c, h, w)`` -> same shape."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from einops import repeat
 
+from .sites import SiteHook
+
 MOTION_MODES = ("train", "eval")
 
 
@@ -28,7 +30,7 @@ def mask_depth(block_name: str, num_down: int, num_up: int) -> int:
     return int(index) if kind == "down_blocks" else num_up - 1 - int(index)
 
 
-class HalloSiteRunner:
+class HalloSiteRunner(SiteHook):
     """Forward hook for one site of a Hallo-variant Backbone (see module docstring)."""
 
     def __init__(self, state, index: int, motion, audio, spatial: bool, mid: bool):
@@ -38,13 +40,6 @@ class HalloSiteRunner:
         self.audio = audio
         self.spatial = spatial
         self.mid = mid
-
-    def hook(self, module, args, output):
-        from .sites import replace_output
-
-        if not self.state.active:
-            return output
-        return replace_output(output, self.apply)
 
     def apply(self, hidden: torch.Tensor) -> torch.Tensor:
         state = self.state

@@ -64,3 +64,19 @@ def replace_output(output, fn: Callable[[torch.Tensor], torch.Tensor]):
         return (fn(output[0]), *output[1:])
     output.sample = fn(output.sample)
     return output
+
+
+class SiteHook:
+    """Base of the Backbone's per-site forward hooks: while the Backbone's call state is active,
+    ``apply`` (the subclass's per-site work on ``(b*f, c, h, w)``) replaces the block's sample;
+    outside a Backbone call the plain 2D UNet output passes unchanged."""
+
+    state: object  # the Backbone's per-call state (``active`` and the site inputs)
+
+    def hook(self, module, args, output):
+        if not self.state.active:
+            return output
+        return replace_output(output, self.apply)
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
