@@ -9,7 +9,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import nn
 
-from ..pipeline.settings import PREDICTION_TYPES
+from ..prediction import PREDICTION_TYPES
 from .audio_projection import AudioProjection
 from .backbone import EMOBackbone
 from .face_locator import FaceLocator

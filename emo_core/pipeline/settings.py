@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..errors import EMOInputError
+from ..prediction import PREDICTION_TYPES
 
 SCHEDULERS = ("ddim", "ddim-vpred-trailing", "dpmpp-2m", "euler", "unipc")
 GUIDANCE_MODES = ("separate", "joint")
 FIRST_CLIP_MOTION = ("zeros", "reference")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+
 FPS_RANGE = (1.0, 120.0)  # frames per second accepted by validate() (and stated by --help)
 
 

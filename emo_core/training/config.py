@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import EMOInputError
-from ..pipeline.settings import PREDICTION_TYPES
+from ..prediction import PREDICTION_TYPES
 
 logger = logging.getLogger(__name__)
 
