@@ -17,6 +17,7 @@ from pathlib import Path
 
 import comfy.lora
 import comfy.model_management as model_management
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ComfyExtension", "ExecutionBlocker", "InputImpl", "io", "ui", "MODEL_FOLDERS",
     "register_model_folders", "list_checkpoints", "checkpoint_path", "list_wav2vec2",
-    "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "free_memory_for", "offload_device",
-    "check_interrupted", "ProgressReporter", "output_directory", "save_path", "release_cache",
+    "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "offload_device",
+    "make_patcher", "load_patchers", "unload_patchers",
+    "check_interrupted", "ProgressReporter", "output_directory", "save_path",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
     "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path",
 ]
@@ -214,22 +216,46 @@ def torch_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def offload_device() -> torch.device:
+def offload_device(run_device: torch.device) -> torch.device:
+    """Where ComfyUI keeps a UNet-like model while it is not loaded (RAM, or the GPU itself
+    under --highvram / --gpu-only); always the CPU when the models run on the CPU."""
+    if run_device.type == "cpu":
+        return torch.device("cpu")
     return model_management.unet_offload_device()
 
 
-def free_memory_for(modules, device: torch.device) -> None:
-    """Ask ComfyUI to unload its own models until ``modules`` (with headroom) fit on ``device``."""
-    if device.type == "cpu":
-        return
-    needed = sum(p.numel() * p.element_size() for m in modules if m is not None
-                 for p in m.parameters())
-    # 1.5x: activations of one clip at 512² stay below half the weights in fp16.
-    model_management.free_memory(int(needed * 1.5), device)
-    model_management.soft_empty_cache()
+def make_patcher(module: torch.nn.Module, load_device: torch.device) -> comfy.model_patcher.ModelPatcher:
+    """A ComfyUI ``ModelPatcher`` for ``module`` (which must sit on its offload device)."""
+    return comfy.model_patcher.ModelPatcher(module, load_device, offload_device(load_device))
 
 
-def release_cache() -> None:
+def load_patchers(patchers) -> None:
+    """Load ``patchers`` through ``model_management.load_models_gpu`` (ComfyUI first unloads
+    its other models until they fit, and counts them in its loaded-model list).
+
+    EMO's layers are plain torch layers, not ``comfy.ops`` ones, so ComfyUI cannot stream their
+    weights layer by layer the way it does for its own models in low-VRAM mode: a partially
+    loaded EMO model would mix devices. They are therefore always loaded whole
+    (``force_full_load``); under ``--novram``, where ComfyUI still asks for a minimal load, the
+    load is completed through the patcher itself so its accounting stays right.
+    """
+    patchers = [p for p in patchers if p is not None]
+    model_management.load_models_gpu(patchers, force_full_load=True)
+    for patcher in patchers:
+        if patcher.loaded_size() < patcher.model_size():
+            logger.info("%s: ComfyUI loaded it partially (low-VRAM mode); EMO layers cannot "
+                        "stream weights, loading it whole", type(patcher.model).__name__)
+            patcher.partially_load(patcher.load_device, extra_memory=patcher.model_size())
+
+
+def unload_patchers(patchers) -> None:
+    """Unload ``patchers`` the way ComfyUI's ``free_memory`` does (weights back to the offload
+    device, entries removed from its loaded-model list), then release the allocator cache."""
+    wanted = {id(p) for p in patchers if p is not None}
+    loaded = model_management.current_loaded_models
+    for index in range(len(loaded) - 1, -1, -1):
+        if id(loaded[index].model) in wanted and loaded[index].model_unload():
+            loaded.pop(index)
     model_management.soft_empty_cache()
 
 

@@ -8,6 +8,7 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import io
+from .patchers import build_patchers
 from .style_inputs import apply_style_inputs, style_schema_inputs
 from .types import EMOModelsBundle, EMOModelsType
 
@@ -44,9 +45,11 @@ class EMOLoadModels(io.ComfyNode):
                             "fp16/bf16 halve memory and run faster; fp32 is exact but slow."),
                 io.Combo.Input(
                     "device", options=DEVICE_OPTIONS, default="auto",
-                    tooltip="auto: ComfyUI's device, models moved back to RAM after each node "
-                            "(frees VRAM, costs a transfer). keep loaded: stays on the GPU "
-                            "(fastest, holds VRAM). cpu: never uses the GPU (very slow)."),
+                    tooltip="auto: ComfyUI's device; ComfyUI loads the models for each EMO node "
+                            "and unloads them after it (frees VRAM, costs a transfer). keep "
+                            "loaded: they stay loaded between nodes and runs (fastest; ComfyUI "
+                            "still unloads them when another model needs the memory). cpu: "
+                            "never uses the GPU (very slow)."),
                 io.Vae.Input(
                     "vae", optional=True,
                     tooltip="Optional SD1.5 VAE replacing the checkpoint's own for encoding the "
@@ -85,25 +88,27 @@ class EMOLoadModels(io.ComfyNode):
         run_device = bridge.torch_device(device)
         dtype = bridge.torch_dtype(precision, run_device)
         offload = device == "auto" and run_device.type != "cpu"
-        load_device = bridge.offload_device() if offload else run_device
+        # Weights load onto the offload device; ComfyUI moves them when a node asks for them.
+        home = bridge.offload_device(run_device)
         path = bridge.checkpoint_path(checkpoint)
         # Before any loading: a missing or wrong wav2vec2 folder fails in a moment.
         wav2vec_path = check_wav2vec_folder(bridge.wav2vec2_path(wav2vec2))
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
-        models = load_emo_checkpoint(path, device=load_device, dtype=dtype)
+        models = load_emo_checkpoint(path, device=home, dtype=dtype)
         if getattr(models.backbone.config, "variant", "emo") == "hallo":
             from .hallo_support import log_hallo_defaults
 
             log_hallo_defaults(models, checkpoint)
-        wav2vec = load_wav2vec(wav2vec_path, device=load_device, dtype=dtype)
+        wav2vec = load_wav2vec(wav2vec_path, device=home, dtype=dtype)
         if vae is not None and getattr(vae, "latent_channels", 4) != 4:
             raise EMOInputError(
                 f"vae: EMO needs an SD1.5 VAE with 4 latent channels, got "
                 f"{vae.latent_channels}; connect an SD1.5 VAE or leave the input empty")
-        # Style deltas are applied on the load device, before anything moves to the GPU.
+        # Style deltas are applied on the offload device, before anything moves to the GPU.
         apply_style_inputs(models, **style)
         bundle = EMOModelsBundle(
             models=models, wav2vec=wav2vec, device=run_device, dtype=dtype, offload=offload,
             checkpoint=checkpoint, wav2vec_name=wav2vec2, core_vae=vae,
+            patchers=build_patchers(models, wav2vec, run_device, dtype),
         )
         return io.NodeOutput(bundle)

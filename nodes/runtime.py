@@ -1,11 +1,18 @@
-"""Moving the EMO modules onto the run device for one node, and back when the policy says so."""
+"""Loading the EMO networks a node needs through ComfyUI's memory management, and unloading
+them again afterwards when the device policy says so.
+
+There is no model cache of the pack's own: the only strong references to the networks are
+ComfyUI's node-output cache (the ``EMO_MODELS`` bundle, as for a core MODEL) and the patchers in
+that bundle. ComfyUI's loaded-model list holds its patchers weakly, so "Unload Models" / POST
+``/free`` (``unload_all_models``) moves the weights back to the offload device and drops them
+from the list, and the next node loads them again; "Free model and node cache" also clears the
+node-output cache, which frees the weights themselves.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-
-import torch
 
 from . import comfy_bridge as bridge
 from .types import EMOModelsBundle
@@ -15,23 +22,20 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def modules_on_device(bundle: EMOModelsBundle, *modules):
-    """Put ``modules`` on ``bundle.device`` (freeing ComfyUI's models first); offload afterwards.
+    """Load the patchers holding ``modules`` with ``load_models_gpu`` (ComfyUI unloads its other
+    models first when memory is short); unload them afterwards with ``bundle.offload``.
 
-    With ``bundle.offload`` the modules go back to ComfyUI's offload device even when the node
-    fails or is interrupted, so a cancelled run does not leave gigabytes on the GPU.
+    ``modules``: ``bundle.models`` (every sampler network: Backbone, ReferenceNet, VAE) or a
+    part of it (``bundle.models.vae``) or ``bundle.wav2vec``. Inside, the modules sit on
+    ``bundle.device``, the patchers' load device. With ``bundle.offload`` they are unloaded even
+    when the node fails or is interrupted, so a cancelled run does not leave them on the GPU.
     """
     modules = [m for m in modules if m is not None]
-    bridge.free_memory_for(modules, bundle.device)
-    for module in modules:
-        # nn.Module.to, not diffusers' ModelMixin.to: the latter logs a "should be kept in
-        # float32: []" warning on every dtype argument, even when no module needs fp32.
-        torch.nn.Module.to(module, device=bundle.device, dtype=bundle.dtype)
+    patchers = bundle.patchers.for_modules(bundle.models, modules)
+    bridge.load_patchers(patchers)
     try:
         yield
     finally:
-        if bundle.offload and bundle.device.type != "cpu":
-            target = bridge.offload_device()
-            for module in modules:
-                module.to(target)
-            bridge.release_cache()
-            logger.debug("offloaded %d EMO modules to %s", len(modules), target)
+        if bundle.offload:
+            bridge.unload_patchers(patchers)
+            logger.debug("unloaded %d EMO model patchers", len(patchers))

@@ -27,8 +27,9 @@ class EMOModelsBundle:
     """Everything the other nodes need to run the model.
 
     ``models``: ``emo_core.models.EMOModels`` (its ``vae`` may be replaced by a core VAE's weights);
-    ``wav2vec``: transformers ``Wav2Vec2Model``; ``device``/``dtype``: where the nodes run them;
-    ``offload``: move the modules back to the offload device after each node (low VRAM).
+    ``wav2vec``: transformers ``Wav2Vec2Model``; ``device``/``dtype``: where the nodes run them
+    (the patchers' load device); ``offload``: unload them from ComfyUI again after each node;
+    ``patchers``: ``nodes.patchers.EMOPatchers``, the ComfyUI ModelPatchers holding them.
     """
 
     models: Any
@@ -39,6 +40,7 @@ class EMOModelsBundle:
     checkpoint: str
     wav2vec_name: str
     core_vae: Any = None  # ComfyUI VAE object when one was connected (decodes LATENT too)
+    patchers: Any = None
 
     @property
     def latent_scale(self) -> float:
