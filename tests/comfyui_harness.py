@@ -36,6 +36,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+# test-only custom node: GET /emo_test/loaded_models lists comfy.model_management's loaded models
+PROBE_NODES = REPO_ROOT / "tests" / "comfyui_probe"
 PACK_NAME = "ComfyUI-EMO-Portrait"
 COMFYUI_VERSION = "0.3.75"
 EMO_NODE_IDS = (
@@ -176,7 +178,8 @@ class ComfyServer:
     models: ``{"emo": [file, ...], "wav2vec2": [folder], ...}`` placed into ``models/<key>/``.
     inputs: files placed into ``input/``. ``copy=False`` symlinks them (fast, read-only use).
     base_dir: use this existing folder as the base directory instead of a temporary one (it is
-    then left in place); link_pack: symlink this repository into ``custom_nodes``.
+    then left in place); link_pack: symlink this repository into ``custom_nodes``;
+    custom_nodes: further custom node folders symlinked there (test-only probes).
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class ComfyServer:
         copy: bool = False,
         base_dir: Path | None = None,
         link_pack: bool = True,
+        custom_nodes: Iterable[Path] = (),
         extra_args: Iterable[str] = (),
         start_timeout: float = 240.0,
     ) -> None:
@@ -200,6 +204,7 @@ class ComfyServer:
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self._link_pack = link_pack
+        self._custom_nodes = list(custom_nodes)
         self._extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.port = 0
@@ -225,6 +230,9 @@ class ComfyServer:
             link = self.base_dir / "custom_nodes" / PACK_NAME
             if not link.exists():
                 link.symlink_to(REPO_ROOT, target_is_directory=True)
+        for source in self._custom_nodes:
+            if not (self.base_dir / "custom_nodes" / Path(source).name).exists():
+                _place(source, self.base_dir / "custom_nodes", copy=False)
         for key, sources in self._models.items():
             for source in sources:
                 _place(source, self.base_dir / "models" / key, self._copy)

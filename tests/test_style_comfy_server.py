@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.comfyui_harness import comfy_server_fixture, execution_error, output_files
+from tests.comfyui_harness import (
+    PROBE_NODES,
+    comfy_server_fixture,
+    execution_error,
+    output_files,
+)
 from tests.conftest import fixture_path
 from tests.test_nodes_paths import video_frames, write_short_wav
 from tests.test_style_comfy_bridge import comfy_emo_models, comfy_sd15_config
@@ -58,6 +64,7 @@ def _prepare(tmp_path_factory) -> dict:
                                  mediapipe / "face_landmarker.task"]},
         "inputs": [fixture_path("portrait_astronaut.png"),
                    write_short_wav(root / "speech_2s.wav", FRAMES / FPS)],
+        "custom_nodes": [PROBE_NODES],  # GET /emo_test/loaded_models (tests/test_nodes_memory.py)
     }
 
 
@@ -134,3 +141,83 @@ def test_lora_workflow_completes_and_reports_exactly_the_lora_delta(comfy_server
     frames = video_frames(comfy_server.base_dir / "output" / record["subfolder"] /
                           record["filename"])
     assert frames.shape == (FRAMES, 64, 64, 3)
+
+
+# Issue 15: ComfyUI's memory management owns the EMO networks. This module's server already
+# holds a tiny SD1.5 checkpoint for the core side; tests/comfyui_probe shows ComfyUI's own list.
+EMO_PATCHERS = {"ComfyEMOBackbone", "ComfyEMOReferenceNet", "ComfyEMOVAE", "ComfyEMOWav2Vec2"}
+LOADS_BACKBONE = "Requested to load ComfyEMOBackbone"  # load_models_gpu's log line
+
+
+def _loaded(server) -> list[dict]:
+    """comfy.model_management.current_loaded_models, read inside the server."""
+    return server.get_json("/emo_test/loaded_models")
+
+
+def _emo_loaded(server) -> dict[str, dict]:
+    return {r["class"]: r for r in _loaded(server) if r["class"] in EMO_PATCHERS}
+
+
+def _emo_workflow(seed: int, allow_silence: bool) -> dict:
+    """The style workflow with ``seed`` and ``allow_silence``: a changed seed runs the sampler
+    and video again, a changed allow_silence Wav2Vec Audio Features (same features for speech)."""
+    api = _workflow("tiny_sd15.safetensors")
+    api["8"]["inputs"]["seed"] = seed
+    api["5"]["inputs"]["allow_silence"] = allow_silence
+    return api
+
+
+def _run_emo(server, seed: int, allow_silence: bool) -> None:
+    """Run :func:`_emo_workflow`: the video has exactly FRAMES frames."""
+    entry = server.wait_history(server.post_prompt(_emo_workflow(seed, allow_silence)),
+                                timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (record,) = output_files(entry)
+    frames = video_frames(server.base_dir / "output" / record["subfolder"] / record["filename"])
+    assert frames.shape == (FRAMES, 64, 64, 3)
+
+
+def _checkpoint_bytes(path: Path) -> int:
+    return sum(t.numel() * t.element_size() for t in load_file(str(path)).values())
+
+
+def test_comfyui_counts_unloads_and_reloads_the_emo_models(comfy_server):
+    _run_emo(comfy_server, seed=11, allow_silence=True)
+    emo = _emo_loaded(comfy_server)
+    assert set(emo) == EMO_PATCHERS, _loaded(comfy_server)
+    for record in emo.values():  # --cpu: ComfyUI's device is the CPU; loaded whole
+        assert record["device"] == "cpu" and record["loaded_bytes"] == record["size_bytes"] > 0
+    # ComfyUI counts exactly the checkpoint's weights (fp32 on CPU) in the three EMO networks
+    networks = sum(emo[name]["size_bytes"] for name in EMO_PATCHERS - {"ComfyEMOWav2Vec2"})
+    emo_file = comfy_server.base_dir / "models" / "emo" / "emo_sd15_widths.safetensors"
+    assert networks == _checkpoint_bytes(emo_file)
+
+    # then a core checkpoint load through ComfyUI's own path (ModelSave calls load_models_gpu
+    # on Load Checkpoint's MODEL). The EMO nodes stay in the prompt, unchanged: ComfyUI keeps
+    # only the outputs of the latest prompt's nodes, so this keeps Load EMO Models cached.
+    both = _emo_workflow(11, allow_silence=True)
+    both["90"] = {"class_type": "ModelSave",
+                  "inputs": {"model": ["13", 0], "filename_prefix": "memory_test/core"}}
+    entry = comfy_server.wait_history(comfy_server.post_prompt(both), timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    classes = [r["class"] for r in _loaded(comfy_server)]
+    assert classes[0] == "BaseModel" and set(classes) >= EMO_PATCHERS, classes
+
+    # ComfyUI's "Unload Models" (POST /free): unload_all_models in the prompt worker
+    comfy_server.post_json("/free", {"unload_models": True})
+    deadline = time.monotonic() + 60
+    while _loaded(comfy_server):
+        assert time.monotonic() < deadline, _loaded(comfy_server)
+        time.sleep(0.2)
+
+    # Load EMO Models stays cached (unload_models keeps the node cache): the next run loads
+    # the same evicted patchers again through load_models_gpu, nothing is read from disk
+    log = comfy_server.log_text()
+    reads, loads = log.count("loading EMO checkpoint"), log.count(LOADS_BACKBONE)
+    _run_emo(comfy_server, seed=12, allow_silence=False)
+    log = comfy_server.log_text()
+    assert log.count("loading EMO checkpoint") == reads
+    assert log.count(LOADS_BACKBONE) > loads
+    emo = _emo_loaded(comfy_server)
+    assert set(emo) == EMO_PATCHERS, _loaded(comfy_server)
+    assert all(r["loaded_bytes"] == r["size_bytes"] for r in emo.values())
