@@ -245,7 +245,8 @@ def load_patchers(patchers) -> None:
         if patcher.loaded_size() < patcher.model_size():
             logger.info("%s: ComfyUI loaded it partially (low-VRAM mode); EMO layers cannot "
                         "stream weights, loading it whole", type(patcher.model).__name__)
-            patcher.partially_load(patcher.load_device, extra_memory=patcher.model_size())
+            # more than the model needs: partially_load then does a full load (.to() included)
+            patcher.partially_load(patcher.load_device, extra_memory=1e32)
 
 
 def unload_patchers(patchers) -> None:
