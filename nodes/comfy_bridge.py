@@ -224,9 +224,22 @@ def offload_device(run_device: torch.device) -> torch.device:
     return model_management.unet_offload_device()
 
 
-def make_patcher(module: torch.nn.Module, load_device: torch.device) -> comfy.model_patcher.ModelPatcher:
+class WholeModelPatcher(comfy.model_patcher.ModelPatcher):
+    """``ModelPatcher`` for plain torch modules: ComfyUI may unload it, but only whole.
+
+    When ComfyUI needs memory it first asks a model to give back part of its weights
+    (``partially_unload``), which leaves the rest on the GPU and relies on ``comfy.ops`` layers
+    to fetch the moved weights per call. Plain layers cannot, so this frees nothing partially:
+    ``LoadedModel.model_unload`` then unloads the whole model and drops it from the list.
+    """
+
+    def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
+        return 0
+
+
+def make_patcher(module: torch.nn.Module, load_device: torch.device) -> WholeModelPatcher:
     """A ComfyUI ``ModelPatcher`` for ``module`` (which must sit on its offload device)."""
-    return comfy.model_patcher.ModelPatcher(module, load_device, offload_device(load_device))
+    return WholeModelPatcher(module, load_device, offload_device(load_device))
 
 
 def load_patchers(patchers) -> None:

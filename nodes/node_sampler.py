@@ -12,7 +12,7 @@ from emo_core.errors import EMOInputError
 from . import comfy_bridge as bridge
 from .comfy_bridge import ExecutionBlocker, io
 from .convert import core_vae_frames, mask_to_array, uint8_to_image
-from .runtime import modules_on_device
+from .runtime import load_again, modules_on_device
 from .types import (
     EMOAudio,
     EMOAudioType,
@@ -51,6 +51,7 @@ def _decode(bundle: EMOModelsBundle, pipeline, latents: torch.Tensor, batch: int
     if bundle.core_vae is not None:
         yield from core_vae_frames(bundle.core_vae, latents.float().cpu() / bundle.latent_scale,
                                    batch)
+        load_again(bundle, bundle.models)  # the core VAE's load may have unloaded EMO's
     else:
         yield from pipeline.decode_latents(latents, batch)
 

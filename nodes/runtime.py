@@ -39,3 +39,10 @@ def modules_on_device(bundle: EMOModelsBundle, *modules):
         if bundle.offload:
             bridge.unload_patchers(patchers)
             logger.debug("unloaded %d EMO model patchers", len(patchers))
+
+
+def load_again(bundle: EMOModelsBundle, *modules) -> None:
+    """Inside :func:`modules_on_device`, after a core model ran (the core VAE decoding a clip in
+    the Sampler): loading it may have made ComfyUI unload ``modules``' patchers to make room, so
+    they are loaded again before the next EMO call (a no-op when they are still loaded)."""
+    bridge.load_patchers(bundle.patchers.for_modules(bundle.models, modules))

@@ -95,3 +95,29 @@ def test_novram_mode_still_loads_the_plain_torch_layers_whole(comfy, monkeypatch
     assert plain.loaded_size() == plain.model_size()
     assert "EMO layers cannot stream weights" in caplog.text
     mm.unload_all_models()
+
+
+def test_comfyui_memory_pressure_unloads_emo_models_whole(comfy, monkeypatch):
+    """ComfyUI's own eviction (free_memory with too little free memory, simulated by reporting
+    0 bytes free) first asks each model for a partial unload. A core-style ModelPatcher of plain
+    torch layers gives back one layer and stays listed, split across devices; EMO's patchers
+    are unloaded whole and leave the list."""
+    bridge, mm, bundle = comfy.node["comfy_bridge"], comfy.mm, comfy.bundle
+    import comfy.model_patcher
+
+    mm.unload_all_models()
+    cpu = torch.device("cpu")
+    plain = comfy.model_patcher.ModelPatcher(
+        torch.nn.Sequential(*(torch.nn.Linear(64, 64) for _ in range(6))), cpu, cpu)
+    emo = [bundle.patchers.vae, bundle.patchers.wav2vec]
+    mm.load_models_gpu([plain])
+    bridge.load_patchers(emo)
+    monkeypatch.setattr(mm, "get_free_memory",
+                        lambda dev=None, torch_free_too=False: (0, 0) if torch_free_too else 0)
+    unloaded = mm.free_memory(1, cpu)
+    assert {id(entry.model) for entry in unloaded} == {id(p) for p in emo}
+    assert [q is plain for q in _loaded(mm)] == [True]
+    assert 0 < plain.loaded_size() < plain.model_size()  # what EMO's layers must not get
+    assert all(p.loaded_size() == 0 for p in emo)
+    monkeypatch.undo()
+    mm.unload_all_models()
