@@ -1,0 +1,59 @@
+"""EMO Sampler widgets built from the generation settings' field metadata.
+
+Each widget takes its default, range, step, choices and tooltip from the
+:class:`~emo_core.pipeline.settings.GenerationSettings` field of the same name
+(``emo_core/pipeline/setting_spec.py``); nothing here states one of its own. Only the widget
+order (saved workflows store widget values by position) and ComfyUI-only options live here.
+
+A field whose default is ``None`` (``motion_frames``: the checkpoint's own count) becomes an INT
+widget one below its minimum: ``-1`` means unset, what ComfyUI nodes do for "auto" numbers.
+"""
+
+from __future__ import annotations
+
+from emo_core.pipeline.settings import SETTINGS
+
+from .comfy_bridge import io
+
+# ComfyUI-only widget options, by field name.
+WIDGET_EXTRAS = {"seed": {"control_after_generate": True}}
+
+
+def tooltip(name: str) -> str:
+    """The field's help as a sentence, with what the unset value means."""
+    item = SETTINGS[name]
+    text = item.spec.help[0].upper() + item.spec.help[1:] + "."
+    if item.default is None:
+        text += f" {unset_value(name)} = {item.spec.unset}."
+    return text
+
+
+def unset_value(name: str) -> int:
+    """The widget value standing for ``None`` (one below the field's minimum)."""
+    return SETTINGS[name].spec.minimum - 1
+
+
+def settings_input(name: str) -> io.Input:
+    """One widget for settings field ``name``."""
+    item = SETTINGS[name]
+    spec, extras = item.spec, WIDGET_EXTRAS.get(name, {})
+    if not spec.node:
+        raise ValueError(f"{name} is not a node setting (SettingSpec.node is False)")
+    if spec.choices is not None:
+        return io.Combo.Input(name, options=list(spec.choices), default=item.default,
+                              tooltip=tooltip(name), **extras)
+    default = unset_value(name) if item.default is None else item.default
+    low = unset_value(name) if item.default is None else spec.minimum
+    widget = {int: io.Int, float: io.Float}[item.kind]
+    numbers = {"step": spec.step} if spec.step is not None else {}
+    return widget.Input(name, default=default, min=low, max=spec.maximum,
+                        tooltip=tooltip(name), **numbers, **extras)
+
+
+def settings_from_inputs(values: dict) -> dict:
+    """Widget values -> GenerationSettings keywords (the unset value back to ``None``)."""
+    out = dict(values)
+    for name, value in values.items():
+        if name in SETTINGS and SETTINGS[name].default is None and value == unset_value(name):
+            out[name] = None
+    return out
