@@ -19,13 +19,13 @@ from .comfy_bridge import io
 WIDGET_EXTRAS = {"seed": {"control_after_generate": True}}
 
 
-def tooltip(name: str) -> str:
-    """The field's help as a sentence, with what the unset value means."""
+def tooltip(name: str, note: str | None = None) -> str:
+    """The field's help as a sentence, with what the unset value means and the node's ``note``."""
     item = SETTINGS[name]
     text = item.spec.help[0].upper() + item.spec.help[1:] + "."
     if item.default is None:
         text += f" {unset_value(name)} = {item.spec.unset}."
-    return text
+    return f"{text} {note}" if note else text
 
 
 def unset_value(name: str) -> int:
@@ -33,21 +33,21 @@ def unset_value(name: str) -> int:
     return SETTINGS[name].spec.minimum - 1
 
 
-def settings_input(name: str) -> io.Input:
-    """One widget for settings field ``name``."""
+def settings_input(name: str, note: str | None = None) -> io.Input:
+    """One widget for settings field ``name`` (the EMO Sampler's, or another node's input of the
+    same meaning, e.g. the fps of Wav2Vec Audio Features); ``note``: what it means on that node,
+    appended to the tooltip."""
     item = SETTINGS[name]
     spec, extras = item.spec, WIDGET_EXTRAS.get(name, {})
-    if not spec.node:
-        raise ValueError(f"{name} is not a node setting (SettingSpec.node is False)")
     if spec.choices is not None:
         return io.Combo.Input(name, options=list(spec.choices), default=item.default,
-                              tooltip=tooltip(name), **extras)
+                              tooltip=tooltip(name, note), **extras)
     default = unset_value(name) if item.default is None else item.default
     low = unset_value(name) if item.default is None else spec.minimum
     widget = {int: io.Int, float: io.Float}[item.kind]
     numbers = {"step": spec.step} if spec.step is not None else {}
     return widget.Input(name, default=default, min=low, max=spec.maximum,
-                        tooltip=tooltip(name), **numbers, **extras)
+                        tooltip=tooltip(name, note), **numbers, **extras)
 
 
 def settings_from_inputs(values: dict) -> dict:

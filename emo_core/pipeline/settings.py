@@ -36,7 +36,7 @@ class GenerationSettings:
 
     fps: float = setting(
         25.0, "video frame rate in frames per second, fractional allowed (e.g. 12.5, 24, 29.97)",
-        minimum=1.0, maximum=120.0, node=False)  # node: Wav2Vec Audio Features' fps
+        minimum=1.0, maximum=120.0, step=0.01, node=False)  # node: Wav2Vec Audio Features
     steps: int = setting(
         40, "denoising steps per clip: 40 is the paper's DDIM setting; fewer is proportionally "
         "faster and less detailed", minimum=1, maximum=1000)
