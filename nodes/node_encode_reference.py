@@ -15,7 +15,7 @@ from . import comfy_bridge as bridge
 from .comfy_bridge import io
 from .convert import first_image, uint8_to_image
 from .runtime import modules_on_device
-from .settings_inputs import settings_input
+from .settings_inputs import check_input, settings_input
 from .types import (
     EMOCrop,
     EMOCropType,
@@ -125,8 +125,7 @@ class EMOEncodeReference(io.ComfyNode):
                 face_analysis=bridge.FACE_ANALYSIS_AUTO) -> io.NodeOutput:
         from .hallo_support import is_hallo, reference_conditions
 
-        if size % 64:
-            raise EMOInputError(f"size must be a multiple of 64, got {size}")
+        check_input("size", size)  # the settings field's range and multiple of 64
         progress = bridge.ProgressReporter(2)  # detection + crop, VAE encode
         progress(0, 2)  # shows the bar and answers an interrupt before any work
         source = first_image(image, "image")

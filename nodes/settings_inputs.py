@@ -11,6 +11,7 @@ widget one below its minimum: ``-1`` means unset, what ComfyUI nodes do for "aut
 
 from __future__ import annotations
 
+from emo_core.pipeline.setting_spec import check_setting
 from emo_core.pipeline.settings import SETTINGS
 
 from .comfy_bridge import io
@@ -57,3 +58,9 @@ def settings_from_inputs(values: dict) -> dict:
         if name in SETTINGS and SETTINGS[name].default is None and value == unset_value(name):
             out[name] = None
     return out
+
+
+def check_input(name: str, value) -> None:
+    """Raise ``EMOInputError`` when a node input of settings field ``name`` is out of its range
+    (ComfyUI checks min/max at queue time, not the step of an INT)."""
+    check_setting(SETTINGS[name], value)
