@@ -1,9 +1,11 @@
-"""EMO Sampler widgets built from the generation settings' field metadata.
+"""Node widgets built from the generation settings' field metadata: the EMO Sampler's, and the
+fps / size / decode_batch inputs of Wav2Vec Audio Features, Encode Reference and Frames to Video.
 
 Each widget takes its default, range, step, choices and tooltip from the
 :class:`~emo_core.pipeline.settings.GenerationSettings` field of the same name
-(``emo_core/pipeline/setting_spec.py``); nothing here states one of its own. Only the widget
-order (saved workflows store widget values by position) and ComfyUI-only options live here.
+(``emo_core/pipeline/setting_spec.py``); nothing here states one of its own. The nodes keep only
+their widget order (saved workflows store widget values by position), a note on what the value
+means on that node, and ComfyUI-only options (:data:`WIDGET_EXTRAS`).
 
 A field whose default is ``None`` (``motion_frames``: the checkpoint's own count) becomes an INT
 widget one below its minimum: ``-1`` means unset, what ComfyUI nodes do for "auto" numbers.
