@@ -34,16 +34,19 @@ def is_hallo(bundle: EMOModelsBundle) -> bool:
 
 def log_hallo_defaults(models, checkpoint: str) -> None:
     """One line with the sampling a Hallo checkpoint brings (what the EMO Sampler will use)."""
+    from emo_core.pipeline.settings import GenerationSettings
+
     cfg = models.sampling
     scheduler = cfg.get("scheduler", {})
     logger.info(
         "%s is a Hallo checkpoint: EMO Sampler uses its defaults: %s+%s frames per clip at %s "
         "fps, joint CFG %s, motion scale %s, DDIM %s/%s%s; steps and seed come from the "
-        "sampler, guidance_reference replaces the CFG when changed from 2.0; speed is ignored",
+        "sampler, guidance_reference replaces the CFG when changed from %g; speed is ignored",
         checkpoint, cfg.get("clip_frames"), cfg.get("motion_frames"), cfg.get("fps"),
         cfg.get("guidance_scale"), cfg.get("motion_scale"), scheduler.get("prediction_type"),
         scheduler.get("timestep_spacing"),
-        ", zero terminal SNR" if scheduler.get("rescale_betas_zero_snr") else "")
+        ", zero terminal SNR" if scheduler.get("rescale_betas_zero_snr") else "",
+        GenerationSettings().guidance_reference)
 
 
 def reference_conditions(portrait: np.ndarray, face_analysis: str):

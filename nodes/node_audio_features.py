@@ -9,6 +9,7 @@ from . import hallo_support
 from .comfy_bridge import io
 from .convert import audio_waveform, waveform_to_audio
 from .runtime import modules_on_device
+from .settings_inputs import settings_input
 from .types import EMOAudio, EMOAudioType, EMOModelsBundle, EMOModelsType
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,10 @@ class EMOAudioFeatures(io.ComfyNode):
                     "audio", tooltip="Speech or singing, any sample rate and channel count "
                                      "(mixed to mono, resampled to 16 kHz). The video will be "
                                      "exactly as long as this clip."),
-                io.Float.Input(
-                    "fps", default=25.0, min=1.0, max=120.0, step=0.01,
-                    tooltip="Video frame rate. EMO is trained at 25; other rates work but change "
-                            "how much audio each frame sees. Use the same value in Frames to "
-                            "Video. More fps = more frames to generate."),
+                settings_input(
+                    "fps", note="EMO is trained at 25; other rates work but change how much "
+                                "audio each frame sees. Use the same value in Frames to Video. "
+                                "More fps = more frames to generate."),
                 io.Boolean.Input(
                     "allow_silence", default=False,
                     tooltip="Silent audio is refused (usually a wrong or muted track). Turn on to "

@@ -15,6 +15,7 @@ from . import comfy_bridge as bridge
 from .comfy_bridge import io
 from .convert import first_image, uint8_to_image
 from .runtime import modules_on_device
+from .settings_inputs import check_input, settings_input
 from .types import (
     EMOCrop,
     EMOCropType,
@@ -93,10 +94,9 @@ class EMOEncodeReference(io.ComfyNode):
                     tooltip="face: square crop around the detected face (what EMO was trained "
                             "on; fails on images without a face). center: centre square crop. "
                             "pad: whole image letterboxed on white (face may end up small)."),
-                io.Int.Input(
-                    "size", default=512, min=64, max=1024, step=64,
-                    tooltip="Output video side in pixels. 512 is what EMO is trained for; "
-                            "smaller is faster but blurrier, larger costs memory quadratically."),
+                settings_input(
+                    "size", note="The output video side: smaller is faster but blurrier, "
+                                 "larger costs memory quadratically."),
                 io.Int.Input(
                     "face_index", default=0, min=0, max=31,
                     tooltip="Which face to crop when there are several, counted left to right "
@@ -125,8 +125,7 @@ class EMOEncodeReference(io.ComfyNode):
                 face_analysis=bridge.FACE_ANALYSIS_AUTO) -> io.NodeOutput:
         from .hallo_support import is_hallo, reference_conditions
 
-        if size % 64:
-            raise EMOInputError(f"size must be a multiple of 64, got {size}")
+        check_input("size", size)  # the settings field's range and multiple of 64
         progress = bridge.ProgressReporter(2)  # detection + crop, VAE encode
         progress(0, 2)  # shows the bar and answers an interrupt before any work
         source = first_image(image, "image")

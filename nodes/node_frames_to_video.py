@@ -26,6 +26,7 @@ from .convert import (
     latent_frames,
 )
 from .runtime import modules_on_device
+from .settings_inputs import settings_input
 from .types import EMOCrop, EMOCropType, EMOModelsBundle, EMOModelsType
 
 logger = logging.getLogger(__name__)
@@ -103,15 +104,13 @@ class EMOFramesToVideo(io.ComfyNode):
                         "decoded and encoded a few at a time), and shows it.",
             is_output_node=True,
             inputs=[
-                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01,
-                               tooltip="Video frame rate; must equal the fps of Wav2Vec Audio "
-                                       "Features or lips drift from the audio."),
+                settings_input("fps", note="Must equal the fps of Wav2Vec Audio Features or "
+                                           "lips drift from the audio."),
                 io.String.Input("filename_prefix", default="EMO/emo",
                                 tooltip="Name inside ComfyUI's output folder; subfolders allowed "
                                         "('EMO/take1'), '..' and absolute paths are refused."),
-                io.Int.Input("decode_batch", default=8, min=1, max=256,
-                             tooltip="Frames decoded per VAE call: larger is faster, uses more "
-                                     "memory. Memory does not grow with video length."),
+                settings_input("decode_batch",
+                               note="Memory does not grow with video length."),
                 io.Image.Input("images", optional=True,
                                tooltip="Frames as an IMAGE batch (e.g. EMO Sampler images). "
                                        "Connect this or latent."),

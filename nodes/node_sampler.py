@@ -13,6 +13,7 @@ from . import comfy_bridge as bridge
 from .comfy_bridge import ExecutionBlocker, io
 from .convert import core_vae_frames, mask_to_array, uint8_to_image
 from .runtime import load_again, modules_on_device
+from .settings_inputs import settings_from_inputs, settings_input
 from .types import (
     EMOAudio,
     EMOAudioType,
@@ -26,6 +27,13 @@ from .types import (
 
 logger = logging.getLogger(__name__)
 
+# Widget order (saved workflows store widget values by position: append new ones at the end).
+# Every name but decode_images is a GenerationSettings field, its widget built from the field's
+# metadata; fps and size come from the audio and reference inputs, prediction_type from the
+# checkpoint (SettingSpec.node=False).
+SAMPLER_WIDGETS = ("seed", "steps", "guidance_reference", "guidance_audio", "guidance_mode",
+                   "frames_per_clip", "motion_frames", "first_clip_motion", "scheduler",
+                   "decode_images", "decode_batch")
 NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; turn "
              "decode_images on, or decode the latent output with Frames to Video")
 
@@ -33,7 +41,8 @@ NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; 
 def _settings(reference: EMOReference, audio: EMOAudio, options: dict):
     from emo_core.pipeline.settings import GenerationSettings
 
-    return GenerationSettings(fps=audio.fps, size=reference.size, **options).validate()
+    return GenerationSettings(fps=audio.fps, size=reference.size,
+                              **settings_from_inputs(options)).validate()
 
 
 def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:
@@ -56,11 +65,18 @@ def _decode(bundle: EMOModelsBundle, pipeline, latents: torch.Tensor, batch: int
         yield from pipeline.decode_latents(latents, batch)
 
 
+def _widgets() -> list:
+    decode_images = io.Boolean.Input(
+        "decode_images", default=False,
+        tooltip="Also decode every frame to an IMAGE batch. Handy for previews; long videos "
+                "need a lot of RAM (use the latent output + Frames to Video instead).")
+    return [decode_images if name == "decode_images" else settings_input(name)
+            for name in SAMPLER_WIDGETS]
+
+
 class EMOSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from emo_core.pipeline.settings import FIRST_CLIP_MOTION, GUIDANCE_MODES, SCHEDULERS
-
         return io.Schema(
             node_id="EMOSampler",
             display_name="EMO Sampler",
@@ -77,44 +93,7 @@ class EMOSampler(io.ComfyNode):
                                                    "be; resized to the reference size."),
                 EMOSpeedType.Input("emo_speed", tooltip="From Speed Embedding: head rotation "
                                                         "speed per frame."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             control_after_generate=True,
-                             tooltip="Noise seed; same seed and inputs give the same video."),
-                io.Int.Input("steps", default=40, min=1, max=1000,
-                             tooltip="Denoising steps per clip. 40 is the paper's DDIM setting; "
-                                     "fewer is proportionally faster and less detailed."),
-                io.Float.Input("guidance_reference", default=2.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="Pull towards the reference identity. Higher = closer "
-                                       "likeness, but stiffer and over-saturated beyond ~4."),
-                io.Float.Input("guidance_audio", default=3.5, min=0.0, max=30.0, step=0.1,
-                               tooltip="Pull towards the audio (lip sync, expression). Higher "
-                                       "= stronger mouth motion, artefacts beyond ~6."),
-                io.Combo.Input("guidance_mode", options=list(GUIDANCE_MODES),
-                               default="separate",
-                               tooltip="separate: reference and audio scales apart (3 model "
-                                       "passes per step). joint: one scale (2 passes, faster)."),
-                io.Int.Input("frames_per_clip", default=12, min=1, max=32,
-                             tooltip="Frames generated together (paper: 12). Longer clips are "
-                                     "smoother but use more memory; motion + clip <= 32."),
-                io.Int.Input("motion_frames", default=4, min=0, max=31,
-                             tooltip="Last frames of a clip that condition the next (paper: 4). "
-                                     "0 makes clips independent (visible seams)."),
-                io.Combo.Input("first_clip_motion", options=list(FIRST_CLIP_MOTION),
-                               default="zeros",
-                               tooltip="Motion frames for the first clip: zeros (paper) or the "
-                                       "reference latent repeated (steadier start)."),
-                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
-                               tooltip="ddim: the paper's sampler (reads the model output "
-                                       "as the checkpoint says: epsilon or v-prediction). "
-                                       "ddim-vpred-trailing: for Hallo/EchoMimic-style "
-                                       "v-prediction weights. Others: fewer steps, same model."),
-                io.Boolean.Input("decode_images", default=False,
-                                 tooltip="Also decode every frame to an IMAGE batch. Handy for "
-                                         "previews; long videos need a lot of RAM (use the "
-                                         "latent output + Frames to Video instead)."),
-                io.Int.Input("decode_batch", default=8, min=1, max=256,
-                             tooltip="Frames decoded per VAE call: more is faster, uses more "
-                                     "VRAM."),
+                *_widgets(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent",

@@ -96,6 +96,10 @@ GENERATE_CASES = [
     ("bad device", {"--device": "tpu"}, ["--device"]),
     ("negative face index", {"--face-index": "-1"}, ["--face-index"]),
     ("bad size", {"--size": "100"}, ["size", "multiple of 64"]),
+    # 30 + the checkpoint's 4 motion frames > its 32-frame temporal table: read from the header
+    ("clip longer than the checkpoint's table", {"--frames-per-clip": "30"},
+     ["frames_per_clip", "32-frame position table", "frames_per_clip <= 28"]),
+    ("motion frames over the range", {"--motion-frames": "32"}, ["motion_frames", "31"]),
 ]
 
 

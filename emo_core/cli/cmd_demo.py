@@ -18,10 +18,10 @@ import logging
 import os
 from pathlib import Path
 
-from ..pipeline.settings import FPS_RANGE
 from . import stop_signals
 from .demo_progress import DemoProgress
 from .help_format import HelpFormatter
+from .settings_args import add_setting_argument, setting_help
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 TRAINED_TINY = (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "prove_learning"
@@ -64,16 +64,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "missing; with --talking-cartoon the committed tiny_emo folder)")
     parser.add_argument("--audio", type=Path, default=SAMPLES / "speech_arctic_a0007.wav",
                         help="speech or song to speak (default: the bundled 4 s speech clip)")
-    parser.add_argument("--fps", type=float, default=25.0,
-                        help=f"video frame rate, {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"denoising steps per clip (default {DEMO_STEPS}; "
-                             f"{CARTOON_STEPS} with --talking-cartoon)")
-    parser.add_argument("--size", type=int, default=None,
-                        help=f"generation size in pixels, a multiple of 64 (default {DEMO_SIZE}; "
-                             f"--talking-cartoon: {CARTOON_SIZE} only)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed (with --talking-cartoon it also picks the face)")
+    add_setting_argument(parser, "fps")
+    add_setting_argument(parser, "steps", default=None,
+                         help=f"{setting_help('steps')} (default {DEMO_STEPS}; "
+                              f"{CARTOON_STEPS} with --talking-cartoon)")
+    add_setting_argument(parser, "size", default=None,
+                         help=f"{setting_help('size')} (default {DEMO_SIZE}; "
+                              f"--talking-cartoon: {CARTOON_SIZE} only)")
+    add_setting_argument(parser, "seed",
+                         help=f"{setting_help('seed')} (with --talking-cartoon it also picks "
+                              "the face)")
     parser.add_argument("--threads", type=int, default=DEMO_THREADS,
                         help="torch CPU threads (1 is fastest for these tiny models)")
     return parser

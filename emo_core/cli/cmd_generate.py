@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from ..face.mask_expand import DEFAULT_MASK_EXPAND, MASK_EXPAND_HELP
-from ..pipeline.settings import FPS_RANGE, SCHEDULERS, GenerationSettings
 from . import stop_signals
 from .help_format import HelpFormatter
 from .progress import TqdmProgress
+from .settings_args import add_settings_arguments, settings_from_args
 from .style_args import add_style_arguments, apply_style_from_args, style_requested
 
 
@@ -48,24 +48,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = GenerationSettings()
-    parser.add_argument("--fps", type=float, default=defaults.fps,
-                        help=f"video frame rate, {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames per "
-                        "second, fractional allowed (e.g. 12.5, 24, 25, 29.97, 30, 60)")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
-                        help="denoising steps per clip: more is slower and cleaner (paper: 40)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="random seed; the same seed and inputs give identical frames")
-    parser.add_argument("--guidance-reference", type=float, default=defaults.guidance_reference,
-                        help="how strongly the output follows the reference identity "
-                        "(1 = no guidance; higher = more faithful, can oversaturate)")
-    parser.add_argument("--guidance-audio", type=float, default=defaults.guidance_audio,
-                        help="how strongly lips/expression follow the audio "
-                        "(1 = no guidance; higher = stronger lip motion, can exaggerate)")
-    parser.add_argument("--guidance-mode", choices=("separate", "joint"),
-                        default=defaults.guidance_mode,
-                        help="separate: 3 branches, one scale each; joint: 2 branches, "
-                        "--guidance-reference used for both (faster)")
+    add_settings_arguments(parser)  # every GenerationSettings field, from its metadata
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--speed", type=float, default=None,
                        help="constant head rotation speed in degrees/frame (default 2.0)")
@@ -74,19 +57,6 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        "linear in between")
     speed.add_argument("--speed-from-video", type=Path, default=None,
                        help="measure head speed on a driving video with MediaPipe")
-    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
-                        help="frames generated per clip (paper: 12); more = fewer seams, more memory")
-    parser.add_argument("--motion-frames", type=int, default=defaults.motion_frames,
-                        help="previous-clip frames fed back for continuity (default: the "
-                        "checkpoint's own count; paper: 4)")
-    parser.add_argument("--first-clip-motion", choices=("zeros", "reference"),
-                        default=defaults.first_clip_motion,
-                        help="motion frames of the first clip: zero maps (paper) or reference copies")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler,
-                        help="sampler; ddim is the paper's; ddim-vpred-trailing for v-prediction "
-                        "weights; dpmpp-2m/unipc give good results in fewer steps")
-    parser.add_argument("--size", type=int, default=defaults.size,
-                        help="square generation size in pixels (multiple of 64; model trained at 512)")
     parser.add_argument("--face-index", type=int, default=0,
                         help="which face to animate when the photo has several (0 = leftmost)")
     parser.add_argument("--mask-expand", type=float, default=DEFAULT_MASK_EXPAND,
@@ -98,16 +68,6 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                         help="auto = fp16 on GPU, fp32 on CPU")
-
-
-def settings_from_args(args) -> GenerationSettings:
-    return GenerationSettings(
-        fps=args.fps, steps=args.steps, seed=args.seed,
-        guidance_reference=args.guidance_reference, guidance_audio=args.guidance_audio,
-        guidance_mode=args.guidance_mode, frames_per_clip=args.frames_per_clip,
-        motion_frames=args.motion_frames, first_clip_motion=args.first_clip_motion,
-        scheduler=args.scheduler, size=args.size,
-    )
 
 
 def request_from_args(args, **overrides):

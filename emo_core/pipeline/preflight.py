@@ -207,5 +207,16 @@ def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None
         check_separator_model(request.separate_vocals)
     check_wav2vec_folder(request.wav2vec)
     file = check_emo_checkpoint(request.checkpoint)
-    if checkpoint_variant(file) == "hallo" and getattr(request, "hallo_conditions", None) is None:
-        check_face_analysis_folder(request.face_analysis)
+    if checkpoint_variant(file) == "hallo":
+        if getattr(request, "hallo_conditions", None) is None:
+            check_face_analysis_folder(request.face_analysis)
+    else:  # clip + motion frames fit this checkpoint's temporal table (Hallo uses its own)
+        check_settings_for_checkpoint(request.settings, file)
+
+
+def check_settings_for_checkpoint(settings, file: str | os.PathLike):
+    """``settings.for_model`` on the checkpoint's Backbone config, read from the safetensors
+    header (no tensors, no model). Returns the settings with the checkpoint's defaults filled."""
+    from ..io.emo_checkpoint import read_emo_configs
+
+    return settings.for_model(read_emo_configs(Path(file)).get("backbone", {}))

@@ -1,19 +1,23 @@
-"""Runtime knobs of one generation run (never part of the model config)."""
+"""Runtime knobs of one generation run (never part of the model config).
+
+Each field is defined once, here: default, help text, range and choices (:func:`setting`, see
+``setting_spec.py``). The ``generate`` options (``emo_core/cli/settings_args.py``), the EMO Sampler
+widgets (``nodes/settings_inputs.py``) and :meth:`GenerationSettings.validate` are derived from it.
+A light module (no torch): the CLI parser imports it.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..errors import EMOInputError
 from ..prediction import PREDICTION_TYPES
+from .scheduler import SCHEDULERS, schedulers_help
+from .setting_spec import check_setting, setting, settings_of
 
-SCHEDULERS = ("ddim", "ddim-vpred-trailing", "dpmpp-2m", "euler", "unipc")
 GUIDANCE_MODES = ("separate", "joint")
 FIRST_CLIP_MOTION = ("zeros", "reference")
-
-FPS_RANGE = (1.0, 120.0)  # frames per second accepted by validate() (and stated by --help)
 
 
 @dataclass(frozen=True)
@@ -30,55 +34,62 @@ class GenerationSettings:
     spacing (Hallo/EchoMimic-style weights).
     """
 
-    fps: float = 25.0
-    steps: int = 40
-    seed: int = 0
-    guidance_reference: float = 2.0
-    guidance_audio: float = 3.5
-    guidance_mode: str = "separate"
-    frames_per_clip: int = 12
-    motion_frames: int | None = None
-    first_clip_motion: str = "zeros"
-    scheduler: str = "ddim"
-    prediction_type: str | None = None
-    decode_batch: int = 8
-    size: int = 512
+    fps: float = setting(
+        25.0, "video frame rate in frames per second, fractional allowed (e.g. 12.5, 24, 29.97)",
+        minimum=1.0, maximum=120.0, step=0.01, node=False)  # node: Wav2Vec Audio Features
+    steps: int = setting(
+        40, "denoising steps per clip: 40 is the paper's DDIM setting; fewer is proportionally "
+        "faster and less detailed", minimum=1, maximum=1000)
+    seed: int = setting(
+        0, "noise seed; the same seed and inputs give the same video", minimum=0,
+        maximum=2**64 - 1)
+    guidance_reference: float = setting(
+        2.0, "pull towards the reference identity (1 = no guidance): higher = closer likeness, "
+        "but stiffer and over-saturated beyond ~4; in joint mode the one scale for both",
+        minimum=0.0, maximum=30.0, step=0.1)
+    guidance_audio: float = setting(
+        3.5, "pull towards the audio, lip sync and expression (1 = no guidance): higher = "
+        "stronger mouth motion, artefacts beyond ~6; unused in joint mode",
+        minimum=0.0, maximum=30.0, step=0.1)
+    guidance_mode: str = setting(
+        "separate", "separate: reference and audio scales apart (3 model passes per step); "
+        "joint: the reference scale for both (2 passes, faster)", choices=GUIDANCE_MODES)
+    frames_per_clip: int = setting(
+        12, "frames generated together (paper: 12): longer clips are smoother but use more "
+        "memory; clip + motion frames must fit the checkpoint's temporal position table",
+        minimum=1, maximum=32)
+    motion_frames: int | None = setting(
+        None, "last frames of a clip that condition the next (paper: 4); 0 makes clips "
+        "independent (visible seams)", minimum=0, maximum=31, unset="the checkpoint's own count")
+    first_clip_motion: str = setting(
+        "zeros", "motion frames of the first clip: zeros (paper) or the reference latent "
+        "repeated (steadier start)", choices=FIRST_CLIP_MOTION)
+    scheduler: str = setting(
+        "ddim", f"sampler; {schedulers_help()}", choices=SCHEDULERS)
+    prediction_type: str | None = setting(
+        None, "what the model output is read as, overriding the checkpoint",
+        choices=PREDICTION_TYPES, node=False,  # the checkpoint says; a CLI override only
+        unset="what the checkpoint was trained for, epsilon for SD1.5-initialised weights")
+    decode_batch: int = setting(
+        8, "frames decoded per VAE call: more is faster and uses more memory",
+        minimum=1, maximum=256)
+    size: int = setting(
+        512, "square generation size in pixels (the model is trained at 512)",
+        minimum=64, maximum=2048, step=64, node=False)  # node: Encode Reference's size
 
     def replace(self, **changes) -> GenerationSettings:
         return replace(self, **changes)
 
     def validate(self) -> GenerationSettings:
         """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
-        if not (math.isfinite(self.fps) and FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]):
-            raise EMOInputError(f"fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g}, "
-                                f"got {self.fps}")
-        _check_int("steps", self.steps, 1, 1000)
-        _check_int("frames_per_clip", self.frames_per_clip, 1, 32)
-        if self.motion_frames is not None:
-            _check_int("motion_frames", self.motion_frames, 0, 31)
-        _check_int("decode_batch", self.decode_batch, 1, 1024)
-        _check_int("seed", self.seed, 0, 2**64 - 1)
-        if (self.motion_frames or 0) + self.frames_per_clip > 32:
+        for item in SETTINGS.values():
+            check_setting(item, getattr(self, item.name))
+        if (self.motion_frames or 0) + self.frames_per_clip > MAX_CLIP_FRAMES:
             raise EMOInputError(
-                f"motion_frames + frames_per_clip must be <= 32 (the temporal modules' position "
-                f"table), got {self.motion_frames} + {self.frames_per_clip}; lower one of them"
-            )
-        if self.size % 64 or not 64 <= self.size <= 2048:
-            raise EMOInputError(f"size must be a multiple of 64 in 64..2048, got {self.size}")
-        for name, value, allowed in (
-            ("scheduler", self.scheduler, SCHEDULERS),
-            ("guidance_mode", self.guidance_mode, GUIDANCE_MODES),
-            ("first_clip_motion", self.first_clip_motion, FIRST_CLIP_MOTION),
-            ("prediction_type", self.prediction_type, (None, *PREDICTION_TYPES)),
-        ):
-            if value not in allowed:
-                raise EMOInputError(f"{name} must be one of {allowed}, got {value!r}")
-        for name in ("guidance_reference", "guidance_audio"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value <= 30.0):
-                raise EMOInputError(f"{name} must be between 0 and 30, got {value}")
+                f"motion_frames + frames_per_clip must be <= {MAX_CLIP_FRAMES} (the largest "
+                f"temporal position table), got {self.motion_frames} + {self.frames_per_clip}; "
+                "lower one of them")
         return self
-
 
     def for_model(self, backbone_config: Mapping) -> GenerationSettings:
         """Check these settings against a checkpoint's Backbone config (``motion_frames``,
@@ -87,7 +98,7 @@ class GenerationSettings:
         position table: a clip holds ``frames_per_clip`` frames plus the motion frames (the
         checkpoint's own count of zero maps where no previous clip exists)."""
         trained = int(backbone_config.get("motion_frames", 4))
-        table = int(backbone_config.get("motion_max_frames", 32))
+        table = int(backbone_config.get("motion_max_frames", MAX_CLIP_FRAMES))
         settings = self if self.motion_frames is not None else self.replace(motion_frames=trained)
         motion = max(settings.motion_frames, trained)
         if settings.frames_per_clip + motion > table:
@@ -100,6 +111,8 @@ class GenerationSettings:
         return settings.validate()
 
 
-def _check_int(name: str, value: int, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise EMOInputError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+SETTINGS = settings_of(GenerationSettings)  # name -> Setting (type, default, spec), field order
+# A clip (motion + new frames) never exceeds the longest one a widget allows; the checkpoint's
+# own table (``motion_max_frames``, 24 or 32 for SD1.5 motion modules) is checked by for_model.
+MAX_CLIP_FRAMES = SETTINGS["frames_per_clip"].spec.maximum
+FPS_RANGE = (SETTINGS["fps"].spec.minimum, SETTINGS["fps"].spec.maximum)
