@@ -1,0 +1,132 @@
+"""Latent previews of the EMO Sampler over a real ComfyUI server's websocket.
+
+One server for the module, started as a user who wants previews starts it:
+``--preview-method latent2rgb`` (ComfyUI's default is ``none``; the previews-off side is checked in
+``test_nodes_server.py``, whose server runs with the default). It also runs with
+``--disable-metadata``, so the same run shows that Frames to Video then writes no workflow tags
+(the tags themselves are checked in ``test_nodes_server.py`` and, dropped into the page, in
+``test_browser.py``).
+
+The run is tiny: 1.6 s of speech at 5 fps = 8 frames in 2 clips of 4, 2 steps, joint guidance,
+128 px (the demo weights), so the module costs one server start plus well under a minute of
+sampling on 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.comfyui_harness import comfy_server_fixture, output_files
+from tests.comfyui_ws import WsClient
+from tests.conftest import fixture_path
+from tests.nodes_workflow_graphs import ui_path
+
+pytestmark = pytest.mark.comfyui
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API = REPO_ROOT / "example_workflows" / "api" / "emo_talking_portrait.json"
+FPS, SECONDS, FRAMES_PER_CLIP, STEPS = 5.0, 1.6, 4, 2
+CLIPS = 2  # round(1.6 * 5) = 8 frames in clips of 4
+PREVIEW_SIZE = 96  # --preview-size: the server fits each preview into this square
+SAMPLER, VIDEO = "8", "9"  # node ids of the example API workflow
+
+
+def _short_speech(source: Path, target: Path, seconds: float) -> Path:
+    with wave.open(str(source), "rb") as wav:
+        params = wav.getparams()
+        frames = wav.readframes(int(seconds * params.framerate))
+    with wave.open(str(target), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames)
+    return target
+
+
+def _prepare(tmp_path_factory) -> dict:
+    from emo_core.io.demo_weights import write_demo_weights
+
+    root = tmp_path_factory.mktemp("emo_previews")
+    weights = write_demo_weights(root / "weights")
+    mediapipe = fixture_path("blaze_face_short_range.tflite").parent
+    speech = _short_speech(fixture_path("speech_arctic_a0007.wav"), root / "short_speech.wav",
+                           SECONDS)
+    return {
+        "models": {"emo": [weights / "emo.safetensors"], "wav2vec2": [weights / "wav2vec2"],
+                   "mediapipe": [mediapipe / "blaze_face_short_range.tflite",
+                                 mediapipe / "face_landmarker.task"]},
+        "inputs": [fixture_path("portrait_astronaut.png"), speech],
+        "extra_args": ["--preview-method", "latent2rgb", "--preview-size", str(PREVIEW_SIZE),
+                       "--disable-metadata"],
+    }
+
+
+preview_server = comfy_server_fixture("preview_server", scope="module", prepare=_prepare,
+                                      name="emo_preview_server")
+
+
+def _workflow() -> dict:
+    workflow = json.loads(API.read_text(encoding="utf-8"))
+    workflow["2"]["inputs"]["audio"] = "short_speech.wav"
+    workflow["5"]["inputs"]["fps"] = FPS
+    workflow[VIDEO]["inputs"].update(fps=FPS, filename_prefix="EMO/previews")
+    workflow[SAMPLER]["inputs"].update(steps=STEPS, guidance_mode="joint",
+                                       frames_per_clip=FRAMES_PER_CLIP)
+    return workflow
+
+
+@pytest.fixture(scope="module")
+def preview_run(preview_server):
+    """One EMO run queued over a websocket client that announced preview metadata."""
+    ui_workflow = json.loads(ui_path("emo_talking_portrait").read_text(encoding="utf-8"))
+    with WsClient(preview_server) as client:
+        prompt_id = client.queue(_workflow(), extra_pnginfo={"workflow": ui_workflow})
+        ended = client.wait(prompt_id)
+    entry = preview_server.wait_history(prompt_id)
+    return client, ended, entry
+
+
+def test_previews_arrive_over_the_websocket_during_sampling(preview_run):
+    client, ended, _ = preview_run
+    assert ended == "execution_success", client.json_messages("execution_error")
+    previews = client.previews()
+    # One preview per denoising step of every clip (the sampler renders each step, as KSampler
+    # does; ComfyUI neither drops nor merges them), none for the clip preparation units.
+    assert len(previews) == STEPS * CLIPS, [p.index for p in previews]
+    started = client.json_messages("execution_start")
+    assert started, "no execution_start message"
+    first, last = client.node_span(SAMPLER)
+    assert started[0][0] < first
+    # Every preview arrived while the sampler ran: after its 'executing' message, before the
+    # next node's, and each names the sampler node (PREVIEW_IMAGE_WITH_METADATA frames).
+    assert all(first < p.index < last for p in previews), (first, last, previews)
+    assert {p.node for p in previews} == {SAMPLER}
+    # Interleaved with the sampler's progress, not sent in a burst at its end.
+    progress = [i for i, data in client.json_messages("progress") if data["node"] == SAMPLER]
+    assert progress and previews[0].index < progress[-1], (progress, previews)
+    for preview in previews:
+        # A decodable JPEG of the square reference (128 px video, 16x16 latents) that the server
+        # fitted into --preview-size.
+        assert preview.image.format == "JPEG"
+        assert preview.image.size == (PREVIEW_SIZE, PREVIEW_SIZE)
+    pixels = [np.asarray(p.image.convert("RGB"), dtype=np.float32) for p in previews]
+    # The clean estimate changes from step to step: these are live renders, not one image resent.
+    assert max(float(np.abs(a - b).mean()) for a, b in zip(pixels[:-1], pixels[1:], strict=True)) > 1.0
+
+
+def test_disable_metadata_writes_no_workflow_tags(preview_run, preview_server):
+    _, ended, entry = preview_run
+    assert ended == "execution_success"
+    (record,) = output_files(entry)
+    path = preview_server.base_dir / "output" / record["subfolder"] / record["filename"]
+    with av.open(str(path)) as container:
+        tags = dict(container.metadata)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == round(SECONDS * FPS)
+    # ComfyUI passed prompt and extra_pnginfo (the client sent a workflow) but the server runs
+    # with --disable-metadata, so none is written, as core SaveVideo does.
+    assert "prompt" not in tags and "workflow" not in tags, tags
