@@ -15,6 +15,7 @@ sampling on 2 shared cores.
 from __future__ import annotations
 
 import json
+import sys
 import wave
 from pathlib import Path
 
@@ -130,3 +131,40 @@ def test_disable_metadata_writes_no_workflow_tags(preview_run, preview_server):
     # ComfyUI passed prompt and extra_pnginfo (the client sent a workflow) but the server runs
     # with --disable-metadata, so none is written, as core SaveVideo does.
     assert "prompt" not in tags and "workflow" not in tags, tags
+
+
+def _user_data_box(path: Path) -> bytes:
+    """The mp4's ``udta`` box (size + type + payload): where the tags live."""
+    data = path.read_bytes()
+    start = data.index(b"udta") - 4
+    return data[start:start + int.from_bytes(data[start:start + 4], "big")]
+
+
+def test_mp4_tags_are_byte_identical_to_core_save_video(tmp_path):
+    """The same metadata dict through core's VideoFromComponents.save_to (what SaveVideo calls
+    for frames) and through emo_core's Mp4Writer: the same ``udta/meta/keys/ilst`` bytes."""
+    from fractions import Fraction
+
+    import torch
+
+    from tests.comfyui_harness import require_comfyui
+
+    root = str(require_comfyui())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from comfy_api.latest import InputImpl, Types
+
+    from emo_core.pipeline.video import Mp4Writer
+
+    ui_workflow = json.loads(ui_path("emo_talking_portrait").read_text(encoding="utf-8"))
+    metadata = {"workflow": ui_workflow, "prompt": _workflow()}
+    core = tmp_path / "core.mp4"
+    components = Types.VideoComponents(images=torch.zeros(3, 64, 64, 3), audio=None,
+                                       frame_rate=Fraction(5))
+    InputImpl.VideoFromComponents(components).save_to(str(core), metadata=metadata)
+    ours = tmp_path / "ours.mp4"
+    with Mp4Writer(ours, FPS, 64, 64, metadata=metadata) as writer:
+        writer.write(np.zeros((3, 64, 64, 3), np.uint8))
+    assert _user_data_box(ours) == _user_data_box(core)
+    with av.open(str(ours)) as container:
+        assert json.loads(container.metadata["workflow"]) == ui_workflow
