@@ -266,12 +266,14 @@ def _seconds(audio_file: Path) -> float:
         return samples / stream.rate
 
 
-# The graph shown in the page: node types (sorted) and every widget value by "type.widget".
+# The graph shown in the page: node types (sorted), its links as (origin type, slot, target type,
+# slot) and every widget value by "type.widget".
 GRAPH_SUMMARY_JS = """
-const widgets = {};
+const widgets = {}, type = id => app.graph.getNodeById(id).type;
 for (const node of app.graph._nodes)
   for (const w of node.widgets || []) widgets[node.type + "." + w.name] = w.value;
-return {types: app.graph._nodes.map(n => n.type).sort(), widgets};
+const links = app.graph.serialize().links.map(l => [type(l[1]), l[2], type(l[3]), l[4]].join(" "));
+return {types: app.graph._nodes.map(n => n.type).sort(), links: links.sort(), widgets};
 """
 
 
