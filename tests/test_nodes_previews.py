@@ -7,9 +7,9 @@ One server for the module, started as a user who wants previews starts it:
 (the tags themselves are checked in ``test_nodes_server.py`` and, dropped into the page, in
 ``test_browser.py``).
 
-The run is tiny: 1.6 s of speech at 5 fps = 8 frames in 2 clips of 4, 2 steps, joint guidance,
-128 px (the demo weights), so the module costs one server start plus well under a minute of
-sampling on 2 shared cores.
+The EMO run is tiny: 1.6 s of speech at 5 fps = 8 frames in 2 clips of 4, 2 steps, joint guidance,
+128 px (the demo weights); the Hallo run (converted tiny fixture) is 2 clips of 1 step. The module
+measured 40 s on the shared 2-core machine, server start included.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.comfyui_harness import comfy_server_fixture, output_files
 from tests.comfyui_ws import WsClient
 from tests.conftest import fixture_path
 from tests.nodes_workflow_graphs import ui_path
+from tests.test_nodes_server import _prepare_hallo
 
 pytestmark = pytest.mark.comfyui
 
@@ -56,11 +57,15 @@ def _prepare(tmp_path_factory) -> dict:
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
     speech = _short_speech(fixture_path("speech_arctic_a0007.wav"), root / "short_speech.wav",
                            SECONDS)
+    hallo_models: dict = {}
+    inputs = [fixture_path("portrait_astronaut.png"), speech]
+    _prepare_hallo(root / "hallo", hallo_models, inputs)  # no-op without the fixture / onnx
     return {
-        "models": {"emo": [weights / "emo.safetensors"], "wav2vec2": [weights / "wav2vec2"],
+        "models": {"emo": [weights / "emo.safetensors", *hallo_models.pop("emo", [])],
+                   "wav2vec2": [weights / "wav2vec2", *hallo_models.pop("wav2vec2", [])],
                    "mediapipe": [mediapipe / "blaze_face_short_range.tflite",
-                                 mediapipe / "face_landmarker.task"]},
-        "inputs": [fixture_path("portrait_astronaut.png"), speech],
+                                 mediapipe / "face_landmarker.task"], **hallo_models},
+        "inputs": inputs,
         "extra_args": ["--preview-method", "latent2rgb", "--preview-size", str(PREVIEW_SIZE),
                        "--disable-metadata"],
     }
@@ -117,6 +122,26 @@ def test_previews_arrive_over_the_websocket_during_sampling(preview_run):
     pixels = [np.asarray(p.image.convert("RGB"), dtype=np.float32) for p in previews]
     # The clean estimate changes from step to step: these are live renders, not one image resent.
     assert max(float(np.abs(a - b).mean()) for a, b in zip(pixels[:-1], pixels[1:], strict=True)) > 1.0
+
+
+def test_hallo_checkpoints_preview_every_step_too(preview_server):
+    """The EMO Sampler's Hallo branch (converted tiny fixture, as in test_nodes_server): 0.92 s
+    at 25 fps = 2 clips of 16 frames, 1 step each -> 2 previews of the sampler node."""
+    info = preview_server.object_info()
+    if "hallo.safetensors" not in info["EMOLoadModels"]["input"]["required"]["checkpoint"][1][
+            "options"]:
+        pytest.skip("Hallo fixture or the onnx package absent: no converted checkpoint placed")
+    workflow = json.loads((API.parent / "emo_hallo_weights.json").read_text(encoding="utf-8"))
+    workflow["2"]["inputs"]["audio"] = "hallo_speech.wav"
+    workflow["4"]["inputs"].update(size=128, face_analysis="models")
+    workflow[SAMPLER]["inputs"].update(steps=1)
+    with WsClient(preview_server) as client:
+        assert client.wait(client.queue(workflow)) == "execution_success"
+    previews = client.previews()
+    first, last = client.node_span(SAMPLER)
+    assert len(previews) == 2 and all(first < p.index < last for p in previews), previews
+    assert {p.node for p in previews} == {SAMPLER}
+    assert {p.image.size for p in previews} == {(PREVIEW_SIZE, PREVIEW_SIZE)}
 
 
 def test_disable_metadata_writes_no_workflow_tags(preview_run, preview_server):
