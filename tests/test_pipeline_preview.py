@@ -5,13 +5,22 @@ websocket) is tests/test_nodes_previews.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
+import pytest
 import torch
 
 from tests.test_pipeline_generate import _tiny_run
 
 CLIPS = 2  # the first two clips of the 4 s fixture (12 frames each) are enough
+
+
+@pytest.fixture(scope="module")
+def tiny_run(demo_weights, one_torch_thread):
+    from tests.conftest import fixture_path
+
+    return _tiny_run(demo_weights, fixture_path, steps=2)
 
 
 def _first_clips(pipeline, reference, audio, mask, settings, **callbacks):
@@ -21,9 +30,8 @@ def _first_clips(pipeline, reference, audio, mask, settings, **callbacks):
     return taken
 
 
-def test_preview_per_step_before_its_progress_and_no_effect_on_the_result(
-        demo_weights, fixtures, one_torch_thread):
-    pipeline, reference, audio, mask, settings = _tiny_run(demo_weights, fixtures, steps=2)
+def test_preview_per_step_before_its_progress_and_no_effect_on_the_result(tiny_run):
+    pipeline, reference, audio, mask, settings = tiny_run
     plain = _first_clips(pipeline, reference, audio, mask, settings)
     events: list = []
     watched = _first_clips(
@@ -45,10 +53,9 @@ def test_preview_per_step_before_its_progress_and_no_effect_on_the_result(
     assert not torch.equal(previews[settings.steps - 1][2][:watched[0].shape[0]], watched[0])
 
 
-def test_schedulers_without_a_clean_estimate_preview_the_current_sample(
-        demo_weights, fixtures, one_torch_thread):
-    pipeline, reference, audio, mask, settings = _tiny_run(demo_weights, fixtures, steps=2,
-                                                           scheduler="dpmpp-2m")
+def test_schedulers_without_a_clean_estimate_preview_the_current_sample(tiny_run):
+    pipeline, reference, audio, mask, settings = tiny_run
+    settings = dataclasses.replace(settings, scheduler="dpmpp-2m")
     shown: list = []
     (first,) = _first_clips(pipeline, reference, audio, mask, settings,
                             preview=lambda x0: shown.append(x0.clone()))[:1]
