@@ -33,7 +33,8 @@ __all__ = [
     "register_model_folders", "list_checkpoints", "checkpoint_path", "list_wav2vec2",
     "wav2vec2_path", "mediapipe_dir", "torch_device", "torch_dtype", "PRECISIONS", "offload_device",
     "make_patcher", "load_patchers", "unload_patchers",
-    "check_interrupted", "ProgressReporter", "output_directory", "save_path",
+    "check_interrupted", "ProgressReporter", "latent_previewer", "metadata_enabled",
+    "output_directory", "save_path",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
     "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path",
 ]
@@ -284,14 +285,42 @@ def check_interrupted() -> bool:
 
 
 class ProgressReporter:
-    """emo_core ``progress(done, total)`` callback -> ComfyUI progress bar + interrupt check."""
+    """emo_core ``progress(done, total)`` callback -> ComfyUI progress bar + interrupt check.
 
-    def __init__(self, total: int = 1):
+    With a ``previewer`` (``latent_previewer``), ``preview(x0)`` renders the latent and the next
+    progress update carries the image, as KSampler's callback does (``update_absolute(value,
+    total, preview)``); ComfyUI's server sends it to the browser as a binary preview message.
+    """
+
+    def __init__(self, total: int = 1, previewer=None):
         self.bar = comfy.utils.ProgressBar(max(1, int(total)))
+        self.previewer = previewer
+        self._image = None
+
+    def preview(self, x0: torch.Tensor) -> None:
+        """``x0: (f, 4, h, w)`` scaled SD1.5 latents; ComfyUI's previewer shows the first frame."""
+        self._image = self.previewer.decode_latent_to_preview_image("JPEG", x0)
 
     def __call__(self, done: int, total: int) -> None:
-        self.bar.update_absolute(int(done), int(total))
+        image, self._image = self._image, None
+        self.bar.update_absolute(int(done), int(total), image)
         check_interrupted()
+
+
+def latent_previewer(device: torch.device):
+    """ComfyUI's previewer for SD1.5 latents under the server's ``--preview-method`` (latent2rgb,
+    or taesd with models/vae_approx/taesd_decoder), or None when previews are off (the default)."""
+    import comfy.latent_formats
+    import latent_preview
+
+    return latent_preview.get_previewer(device, comfy.latent_formats.SD15())
+
+
+def metadata_enabled() -> bool:
+    """False when the server runs with ``--disable-metadata`` (core savers then write none)."""
+    from comfy.cli_args import args
+
+    return not args.disable_metadata
 
 
 def node_warning(text: str) -> None:

@@ -109,13 +109,18 @@ def sample(bundle: EMOModelsBundle, reference, audio, settings, emo_speed, decod
     sampling = hallo_sampling(models, settings)
     cfg = models.sampling
     pixels = reference_pixels(reference.encoded.image, reference.size).to(device, dtype)
+    # Previews as in the EMO loop (ComfyUI's previewer, every step); Hallo's DDIM loop exposes
+    # the current sample, not the clean estimate.
+    previewer = bridge.latent_previewer(device)
+    progress = bridge.ProgressReporter(previewer=previewer)
+    on_step = None if previewer is None else (lambda _clip, _step, x: progress.preview(x[0]))
     latents, frames = [], []
     for clip in generate_hallo_clips(
             models, pixels, features.windows, features.num_frames,
             conditions_on(reference.hallo, device, dtype), sampling, seed=settings.seed,
             clip_frames=int(cfg.get("clip_frames", 16)),
             motion_frames=int(cfg.get("motion_frames", 2)), decode_batch=settings.decode_batch,
-            progress=bridge.ProgressReporter(), cancel=bridge.check_interrupted):
+            progress=progress, cancel=bridge.check_interrupted, on_step=on_step):
         keep = clip.frames.shape[0]
         latents.append(clip.latents[0, :keep].float().cpu() / sampling.latent_scale)
         if decode_images:

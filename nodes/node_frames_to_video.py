@@ -134,6 +134,7 @@ class EMOFramesToVideo(io.ComfyNode):
                                           "face square lies in original_image."),
             ],
             outputs=[io.Video.Output(display_name="video")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -158,7 +159,8 @@ class EMOFramesToVideo(io.ComfyNode):
         first = next(chunks)
         height, width = first.shape[1] - first.shape[1] % 2, first.shape[2] - first.shape[2] % 2
         path, filename, subfolder = bridge.save_path(prefix, width, height)
-        with Mp4Writer(path, float(fps), width, height, audio=soundtrack) as writer:
+        with Mp4Writer(path, float(fps), width, height, audio=soundtrack,
+                       metadata=workflow_metadata(cls.hidden)) as writer:
             for chunk in _chained(first, chunks):
                 bridge.check_interrupted()
                 writer.write(chunk[:, :height, :width])
@@ -166,6 +168,17 @@ class EMOFramesToVideo(io.ComfyNode):
                     height, fps, path)
         preview = ui.PreviewVideo([ui.SavedResult(filename, subfolder, io.FolderType.output)])
         return io.NodeOutput(InputImpl.VideoFromFile(str(path)), ui=preview)
+
+
+def workflow_metadata(hidden) -> dict | None:
+    """The tags core SaveVideo writes: ``extra_pnginfo`` (the frontend's ``{"workflow": ...}``)
+    plus ``prompt``; None when ComfyUI passed neither or runs with ``--disable-metadata``."""
+    if hidden is None or not bridge.metadata_enabled():  # hidden is None outside an executor
+        return None
+    metadata = dict(hidden.extra_pnginfo or {})
+    if hidden.prompt is not None:
+        metadata["prompt"] = hidden.prompt
+    return metadata or None
 
 
 def paste_target(original_image, crop_box: EMOCrop | None):

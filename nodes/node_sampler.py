@@ -118,10 +118,15 @@ class EMOSampler(io.ComfyNode):
         latents, frames = [], []
         with modules_on_device(emo_models, emo_models.models):
             pipeline = EMOPipeline(emo_models.models, emo_models.device, emo_models.dtype)
-            progress = bridge.ProgressReporter()
+            # A preview every step, as KSampler: rendering one latent frame (latent2rgb: a 4x3
+            # matrix product + a small JPEG) costs nothing next to a Backbone forward.
+            previewer = bridge.latent_previewer(emo_models.device)
+            progress = bridge.ProgressReporter(previewer=previewer)
+            preview = progress.preview if previewer is not None else None
             for clip in pipeline.generate_latents(reference.encoded, emo_audio.features, mask,
                                                   speed, settings, progress=progress,
-                                                  cancel=bridge.check_interrupted):
+                                                  cancel=bridge.check_interrupted,
+                                                  preview=preview):
                 latents.append(clip.float().cpu())
                 if decode_images:
                     frames.extend(_decode(emo_models, pipeline, clip, decode_batch))

@@ -158,3 +158,34 @@ def queue_prompt(driver, server: ComfyServer, timeout: float = 60) -> str:
     shot = save_screenshot(driver, "queue-failed")
     raise TimeoutError(f"no prompt reached the server after queueing (screenshot {shot}); "
                        f"console: {console_errors(driver)}")
+
+
+# Drops a file the server serves (``/view``) onto the graph canvas the way a file dragged from the
+# desktop arrives: a real ``drop`` DragEvent whose DataTransfer holds the File. The frontend's
+# document-level drop handler reads the workflow from it (``app.handleFile``).
+DROP_FILE_JS = """
+const [url, name, type] = arguments, done = arguments[arguments.length - 1];
+fetch(url).then(r => r.blob()).then(blob => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], name, {type}));
+  const canvas = app.canvas.canvas, box = canvas.getBoundingClientRect();
+  const at = {bubbles: true, cancelable: true, dataTransfer: transfer,
+              clientX: box.left + box.width / 2, clientY: box.top + box.height / 2};
+  canvas.dispatchEvent(new DragEvent('dragover', at));
+  canvas.dispatchEvent(new DragEvent('drop', at));
+  done(blob.size);
+}).catch(e => done(String(e)));
+"""
+
+
+def drop_output_file(driver, server: ComfyServer, record: dict, mime: str) -> int:
+    """Drop the output file ``record`` (``filename``, ``subfolder``, ``type`` as in /history)
+    onto the canvas; returns the byte count the page fetched."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"filename": record["filename"], "subfolder": record["subfolder"],
+                       "type": record.get("type", "output")})
+    size = driver.execute_async_script(DROP_FILE_JS, f"/view?{query}", record["filename"], mime)
+    if not isinstance(size, int):
+        raise RuntimeError(f"the page could not fetch {record} to drop it: {size}")
+    return size

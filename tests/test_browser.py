@@ -25,12 +25,14 @@ from PIL import Image
 
 from tests.comfyui_browser import (
     console_errors,
+    drop_output_file,
     graph_node_types,
     load_workflow_file,
     open_comfy_page,
     queue_prompt,
     require_browser,
     save_screenshot,
+    wait_until,
 )
 from tests.comfyui_harness import (
     ARTIFACTS,
@@ -264,6 +266,30 @@ def _seconds(audio_file: Path) -> float:
         return samples / stream.rate
 
 
+# The graph shown in the page: node types (sorted), its links as (origin type, slot, target type,
+# slot) and every widget value by "type.widget".
+GRAPH_SUMMARY_JS = """
+const widgets = {}, type = id => app.graph.getNodeById(id).type;
+for (const node of app.graph._nodes)
+  for (const w of node.widgets || []) widgets[node.type + "." + w.name] = w.value;
+const links = app.graph.serialize().links.map(l => [type(l[1]), l[2], type(l[3]), l[4]].join(" "));
+return {types: app.graph._nodes.map(n => n.type).sort(), links: links.sort(), widgets};
+"""
+
+
+def _drop_into_empty_graph(driver, server, files: list[dict], nodes: int) -> dict:
+    """Clear the canvas, drop the run's mp4 onto it, return the graph the frontend loaded once
+    it has ``nodes`` nodes (graph.configure sets widget values as it adds each node)."""
+    assert len(files) == 1 and files[0]["filename"].endswith(".mp4"), files
+    driver.execute_script("app.graph.clear();")
+    assert driver.execute_script("return app.graph._nodes.length;") == 0
+    assert drop_output_file(driver, server, files[0], "video/mp4") > 0
+    wait_until(driver, f"return app.graph._nodes.length === {nodes};", 60,
+               "graph restored from the mp4")
+    save_screenshot(driver, "browser-workflow-dropped-mp4")
+    return driver.execute_script(GRAPH_SUMMARY_JS)
+
+
 def test_example_workflow_runs_from_the_browser(browser_server, tmp_path):
     if not WORKFLOW.is_file():
         pytest.skip(f"missing piece: the example workflow {WORKFLOW.relative_to(REPO_ROOT)} "
@@ -278,10 +304,18 @@ def test_example_workflow_runs_from_the_browser(browser_server, tmp_path):
         assert driver.execute_script(UNOFFERED_COMBOS_JS) == []
         edits = {f"{node}.{name}": value for (node, name), value in WIDGET_EDITS.items()}
         assert driver.execute_script(SET_WIDGETS_JS, edits) == len(edits)
+        queued_graph = driver.execute_script(GRAPH_SUMMARY_JS)
         prompt_id = queue_prompt(driver, browser_server)
         entry = browser_server.wait_history(prompt_id, timeout=900)
         save_screenshot(driver, "browser-workflow-finished")
-    assert entry["status"]["status_str"] == "success", execution_error(entry)
+        assert entry["status"]["status_str"] == "success", execution_error(entry)
+        restored_graph = _drop_into_empty_graph(driver, browser_server, output_files(entry),
+                                                len(queued_graph["types"]))
+    # Issue 15: the saved mp4 carries the workflow (core SaveVideo's tags), so dropping it onto
+    # an empty canvas restores the graph that was queued: same nodes, and the widget edited in
+    # the page (steps 1, the shipped file says 3) proves it came from the video, not the file.
+    assert restored_graph == queued_graph
+    assert restored_graph["widgets"]["EMOSampler.steps"] == WIDGET_EDITS[("EMOSampler", "steps")]
     videos = sorted((browser_server.base_dir / "output").rglob("*.mp4"))
     assert len(videos) == 1, f"expected one mp4 in the output folder, found {videos}"
     shutil.copy2(videos[0], ARTIFACTS / "browser-workflow.mp4")

@@ -26,8 +26,9 @@ import pytest
 from PIL import Image
 
 from tests.comfyui_harness import PACK_NAME, comfy_server_fixture, output_files
+from tests.comfyui_ws import WsClient
 from tests.conftest import fixture_path
-from tests.nodes_workflow_graphs import TITLES_UI
+from tests.nodes_workflow_graphs import TITLES_UI, ui_path
 
 pytestmark = pytest.mark.comfyui
 
@@ -215,13 +216,34 @@ def _check_mp4(path: Path, expected_frames: int, fps: float = FPS) -> None:
 
 
 def test_example_workflow_writes_the_full_length_video(comfy_server):
+    """Queued as the frontend queues (a websocket client, the UI workflow in extra_pnginfo): the
+    mp4 carries core SaveVideo's tags, and with the server's default ``--preview-method none``
+    the sampler sends no previews (the previews-on side: test_nodes_previews.py)."""
     started = time.monotonic()
-    entry = comfy_server.wait_history(comfy_server.post_prompt(_workflow()), timeout=600)
+    workflow = _workflow()
+    ui_workflow = json.loads(ui_path("emo_talking_portrait").read_text(encoding="utf-8"))
+    with WsClient(comfy_server) as client:
+        prompt_id = client.queue(workflow, extra_pnginfo={"workflow": ui_workflow})
+        client.wait(prompt_id, timeout=600)
+    entry = comfy_server.wait_history(prompt_id, timeout=60)
     assert entry["status"]["status_str"] == "success", _messages(entry)
     files = output_files(entry)
     assert len(files) == 1 and files[0]["filename"].endswith(".mp4"), files
     path = comfy_server.base_dir / "output" / files[0]["subfolder"] / files[0]["filename"]
     _check_mp4(path, FRAMES)
+    assert [d for d in client.json_messages("progress") if d[1]["node"] == "8"], "no progress"
+    assert client.previews() == []
+    with av.open(str(path)) as container:
+        tags = dict(container.metadata)
+    # SaveVideo's tags and encoding (json.dumps of each value): the frontend's workflow under
+    # "workflow", the prompt ComfyUI executed under "prompt": what was posted plus the
+    # "is_changed" hashes ComfyUI adds to loader nodes, nodes in its own order (so the text is
+    # compared re-encoded).
+    assert tags["workflow"] == json.dumps(ui_workflow)
+    prompt = json.loads(tags["prompt"])
+    assert {k: {f: v for f, v in node.items() if f != "is_changed"}
+            for k, node in prompt.items()} == workflow
+    assert tags["prompt"] == json.dumps(prompt)
     print(f"talking portrait workflow: {time.monotonic() - started:.1f} s")
 
 

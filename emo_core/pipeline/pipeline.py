@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
+# ``preview(x0)`` after each denoising step, before its progress report: ``x0: (f, 4, h, w)``, the
+# scheduler's clean estimate of the clip (scaled latents), or the current sample where the
+# scheduler gives none (DPM-Solver, UniPC). A host renders it as a live preview.
+PreviewFn = Callable[[torch.Tensor], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +66,8 @@ class EMOPipeline:
     @torch.no_grad()
     def generate_latents(self, reference: EncodedReference, audio, face_mask, speed,
                          settings: GenerationSettings, progress: ProgressFn | None = None,
-                         cancel: CancelFn | None = None) -> Iterator[torch.Tensor]:
+                         cancel: CancelFn | None = None,
+                         preview: PreviewFn | None = None) -> Iterator[torch.Tensor]:
         """Yields ``(k, 4, h, w)`` latents per clip; the ``k`` add up to ``audio.num_frames``.
 
         ``audio``: AudioFeatures (``windows: (F, 2m+1, L, C)``); ``face_mask``: ``(S, S)`` or
@@ -71,7 +76,8 @@ class EMOPipeline:
         the condition encoders) and each denoising step. ``progress(0, total)`` comes before any
         model runs, and ``cancel`` is asked before every model call that can take long
         (ReferenceNet, each Backbone step), so a host's progress bar shows up at once and an
-        interrupt raised from either callback lands within one model call.
+        interrupt raised from either callback lands within one model call. ``preview`` (see
+        ``PreviewFn``) comes once per denoising step, just before that step's progress report.
         """
         settings = settings.validate().for_model(self.models.backbone.config)
         total_frames = int(audio.num_frames)
@@ -93,7 +99,8 @@ class EMOPipeline:
             conditions = self._clip_conditions(span, audio, face_mask, speed, plan, total_frames)
             _report(progress, span.index * per_clip + 1, total)
             latents = self._denoise(span, features, conditions, plan, settings, generator,
-                                    progress, cancel, (span.index * per_clip + 1, total))
+                                    progress, cancel, (span.index * per_clip + 1, total),
+                                    preview)
             yield latents[0, :span.keep]
             if settings.motion_frames:
                 motion_latents = latents[:, -settings.motion_frames:]
@@ -101,7 +108,8 @@ class EMOPipeline:
     # ------------------------------------------------------------------ steps
     def _denoise(self, span: ClipSpan, features, conditions: ClipConditions, plan: GuidancePlan,
                  settings: GenerationSettings, generator: torch.Generator,
-                 progress: ProgressFn | None, cancel: CancelFn | None, counter: tuple[int, int]):
+                 progress: ProgressFn | None, cancel: CancelFn | None, counter: tuple[int, int],
+                 preview: PreviewFn | None = None):
         """One clip: ``(1, f, 4, h, w)`` noise -> clean latents, ``steps`` Backbone forwards.
 
         ``counter``: (progress units done before this clip's first step, total units)."""
@@ -123,7 +131,11 @@ class EMOPipeline:
                 context=self._context(plan.batch),
             )
             eps = plan.combine(eps.float())
-            latents = scheduler.step(eps, timestep, latents).prev_sample
+            output = scheduler.step(eps, timestep, latents)
+            latents = output.prev_sample
+            if preview is not None:
+                x0 = getattr(output, "pred_original_sample", None)
+                preview((latents if x0 is None else x0)[0])
             _report(progress, counter[0] + step + 1, counter[1])
         return latents.to(self.dtype)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -31,9 +32,15 @@ class Mp4Writer:
     ``with Mp4Writer(path, fps, width, height, audio=(waveform (C, T), sample_rate)) as w:
     w.write(frames (k, H, W, 3) uint8)``. The file is built under a temporary name in the target
     folder and renamed on success; any exception (cancel included) deletes it.
+
+    ``metadata``: container tags written the way ComfyUI's SaveVideo writes them (each value
+    JSON-encoded, ``movflags=use_metadata_tags`` so the keys land in ``moov/udta/meta``), e.g.
+    ``{"prompt": {...}, "workflow": {...}}``: ComfyUI's frontend restores the graph from a dropped
+    file's ``workflow`` (or ``prompt``) tag. None or empty: no tags, the container as before.
     """
 
-    def __init__(self, path, fps: float, width: int, height: int, audio=None, crf: int = 18):
+    def __init__(self, path, fps: float, width: int, height: int, audio=None, crf: int = 18,
+                 metadata: dict | None = None):
         self.path = Path(path)
         self.fps = fps_fraction(fps)
         self.width, self.height = int(width), int(height)
@@ -41,6 +48,7 @@ class Mp4Writer:
             raise ValueError(f"H.264 needs even frame sizes, got {self.width}x{self.height}")
         self.audio = audio
         self.crf = crf
+        self.metadata = dict(metadata or {})
         self.frames_written = 0
         self._container = None
 
@@ -65,7 +73,10 @@ class Mp4Writer:
         umask = os.umask(0)
         os.umask(umask)
         self._tmp.chmod(0o666 & ~umask)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        options = {"movflags": "use_metadata_tags"} if self.metadata else {}
+        self._container = av.open(str(self._tmp), mode="w", format="mp4", options=options)
+        for key, value in self.metadata.items():
+            self._container.metadata[key] = json.dumps(value)
         self._video = self._container.add_stream("libx264", rate=self.fps)
         self._video.width, self._video.height = self.width, self.height
         self._video.pix_fmt = "yuv420p"
