@@ -1,0 +1,188 @@
+"""Multi-process training for real: ``accelerate launch`` starts two CPU processes of
+``train --stage 2`` that talk over gloo (DDP), and their run equals one process with the same
+global batch: the same logged losses and the same final weights.
+
+Both runs are subprocesses through the user path (``python -m emo_core train`` and
+``accelerate launch ... -m emo_core train``) on procedural clips in the shard format, at the tiny
+preset, with every source of randomness on (condition dropout, noise offset, Min-SNR, warmup).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import Wav2Vec2Model
+
+from emo_core.models.presets import build_emo_models, wav2vec2_config
+from emo_core.training.procedural.shards import write_procedural_shards
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMES, MOTION, PER_PROCESS, PROCESSES, STEPS = 3, 2, 2, 2, 3
+# Each subprocess trains 3 steps of batch <= 4 at the tiny preset (a few seconds); imports and
+# the gloo rendezvous dominate. A hang (a rank waiting on a dead peer) fails here, not in CI's
+# global limit.
+TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own process group; on timeout kill the group (launcher + ranks)."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{command[:6]} did not finish in {TIMEOUT_S} s (a rank hung?):\n"
+                    f"{output[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, output, None)
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO),
+               # An empty accelerate config folder: a developer's default_config.yaml must not
+               # change the launch.
+               HF_HOME=str(tmp / "hf_home"), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _config(tmp: Path, data: Path, name: str, batch_size: int) -> Path:
+    values = dict(stage=2, data=str(data), output_dir=str(tmp / name), preset="tiny", seed=0,
+                  frames=FRAMES, motion_frames=MOTION, batch_size=batch_size,
+                  learning_rate=1e-5, warmup_steps=2, max_steps=STEPS, checkpoint_every=1000,
+                  log_every=1, snr_gamma=5.0, noise_offset=0.05, ema=True, ema_decay=0.5,
+                  dropout=dict(reference=0.2, audio=0.2, both=0.2, motion=0.3))
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def _logged(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """The TensorBoard scalars the run logged: ``{tag: [(step, value)]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # accelerate puts the hparams into a second file in a sub-folder; the scalars are here.
+    events = sorted((run / "stage2").glob("events.out.tfevents*"))
+    assert len(events) == 1, f"expected one TensorBoard event file (main process), got {events}"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+            for tag in ("loss", "lr", "samples")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    torch.manual_seed(0)
+    wav2vec = Wav2Vec2Model(wav2vec2_config("tiny")).eval()
+    data = tmp / "data"
+    write_procedural_shards(data, range(4), num_frames=FRAMES + MOTION + 2, wav2vec=wav2vec,
+                            size=64, clips_per_shard=2)
+    single = [sys.executable, "-m", "emo_core", "train", "--stage", "2", "--cpu",
+              "--config", str(_config(tmp, data, "single", PER_PROCESS * PROCESSES))]
+    env = _env(tmp)
+    # accelerate's own `--cpu` launcher starts ONE process unless MPI is set up; its torchrun
+    # launcher (`--multi_gpu`) starts the ranks, and `train --cpu` makes them use gloo.
+    ddp = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", str(PROCESSES), "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", env["MASTER_PORT"],
+           "-m", "emo_core", "train", "--stage", "2", "--cpu",
+           "--config", str(_config(tmp, data, "ddp", PER_PROCESS))]
+    results = {"single": _run(single, env), "ddp": _run(ddp, env)}
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name} run failed:\n{result.stdout[-6000:]}"
+    return tmp, results
+
+
+def test_two_processes_really_ran_over_gloo(runs):
+    tmp, results = runs
+    output = results["ddp"].stdout
+    # Both ranks joined one gloo group (gloo prints this per rank) ...
+    assert output.count("is connected to 1 peer ranks") == PROCESSES, output[-3000:]
+    # ... and the launched run counts global batches of 2 x 2 samples.
+    assert [v for _, v in _logged(tmp / "ddp")["samples"]] == \
+        [PER_PROCESS * PROCESSES * (s + 1) for s in range(STEPS)]
+    # The summary is printed once (main process), not once per rank.
+    assert output.count("stage 2: 3 steps, last loss") == 1, output[-3000:]
+
+
+def test_losses_equal_one_process_with_the_same_global_batch(runs):
+    tmp, _ = runs
+    single, ddp = _logged(tmp / "single"), _logged(tmp / "ddp")
+    assert [s for s, _ in ddp["loss"]] == [s for s, _ in single["loss"]] == [1, 2, 3]
+    # Warmup counts optimizer steps of the global batch in both (accelerate would otherwise step
+    # a prepared scheduler once per process).
+    assert [v for _, v in ddp["lr"]] == pytest.approx([v for _, v in single["lr"]], rel=1e-6)
+    # Same samples, same per-sample t / noise / dropout, gradients averaged by DDP: the only
+    # difference is float32 summation order (two half-batch means averaged vs one mean; the
+    # gloo all-reduce sums the two ranks' gradients), ~1e-7 relative on losses of ~1.
+    for (_, a), (_, b) in zip(ddp["loss"], single["loss"], strict=True):
+        assert abs(a - b) < 1e-5, (ddp["loss"], single["loss"])
+    # The losses are not all alike (fresh samples and noise each step), so equal means the same
+    # data reached the same weights.
+    values = [v for _, v in single["loss"]]
+    assert max(values) - min(values) > 1e-3, values
+
+
+def test_final_weights_equal_one_process_within_1e5(runs):
+    tmp, _ = runs
+    name = f"step-{STEPS:06d}"
+    initial = build_emo_models("tiny", seed=0).float().state_dict()
+    for checkpoint in ("emo.safetensors", "emo_ema.safetensors"):
+        single = load_file(str(tmp / "single" / name / checkpoint))
+        ddp = load_file(str(tmp / "ddp" / name / checkpoint))
+        assert single.keys() == ddp.keys() == initial.keys()
+        assert all(torch.equal(ddp[k], single[k]) for k in single
+                   if torch.equal(single[k], initial[k])), "frozen weights (VAE) changed"
+        trained = [k for k in single if not torch.equal(single[k], initial[k])]
+        gap = torch.cat([(ddp[k] - single[k]).abs().flatten() for k in trained])
+        moved = torch.cat([(single[k] - initial[k]).abs().flatten() for k in trained])
+        # Adam moves each weight by about lr = 1e-5 per step (warmup: 0, 0.5, 1 x lr), whatever
+        # its gradient's size, so no weight can differ by more than ~3e-5. The gradients of
+        # the two runs differ by float32 summation order only (~1e-6 relative: other batch
+        # sizes in the matmuls, the gloo all-reduce adding two half-batch means); Adam turns that
+        # into a visible step difference only for weights whose gradient is ~0 (its sign is
+        # rounding), measured worst 4e-6. Hence lr 1e-5 (the configs' own): a higher lr would
+        # scale those few steps past 1e-5 without anything being wrong.
+        assert float(gap.max()) < 1e-5, (checkpoint, float(gap.max()))
+        # The bulk agrees far closer: measured mean gap 1.8e-8 against a mean move of 5e-6 of
+        # the trained weights. Other samples or other noise per rank change the steps of every
+        # weight (mean gap ~ mean move).
+        assert float(gap.mean()) < 0.02 * float(moved.mean()), (float(gap.mean()),
+                                                                  float(moved.mean()))
+        assert float(moved.max()) > 1e-5, checkpoint  # 1.5 lr: all three steps were taken
+
+
+def test_only_the_main_process_wrote(runs):
+    tmp, _ = runs
+
+    def files(run):
+        return sorted(str(p.relative_to(tmp / run)) for p in (tmp / run).rglob("*")
+                      if p.is_file() and "events.out.tfevents" not in p.name
+                      and p.name != "hparams.yml")
+
+    # The same checkpoint files as one process writes: no per-rank training-1.* state, no
+    # staging folder left behind (each file is written to a temporary name and renamed).
+    assert files("ddp") == files("single")
+    assert f"step-{STEPS:06d}/training.json" in files("ddp")
+    assert not list((tmp / "ddp").rglob("*.tmp")) and not list((tmp / "ddp").glob(".step-*"))
+    # TensorBoard files are named ...<host>.<pid>.<n>: one writer process, the main one.
+    writers = {p.name.split(".")[-2] for p in (tmp / "ddp").rglob("events.out.tfevents*")}
+    assert len(writers) == 1, writers
