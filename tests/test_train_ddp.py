@@ -87,24 +87,35 @@ def _logged(run: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in ("loss", "lr", "samples")}
 
 
+def _launch(config: Path, port: str, max_steps: int = STEPS) -> list[str]:
+    """``accelerate launch`` of ``train --stage 2`` on ``PROCESSES`` CPU ranks.
+
+    accelerate's own ``--cpu`` launcher starts ONE process unless MPI is set up; its torchrun
+    launcher (``--multi_gpu``) starts the ranks, and ``train --cpu`` makes them use gloo."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", str(PROCESSES), "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", port,
+            "-m", "emo_core", "train", "--stage", "2", "--cpu", "--config", str(config),
+            "--max-steps", str(max_steps)]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     torch.manual_seed(0)
     wav2vec = Wav2Vec2Model(wav2vec2_config("tiny")).eval()
-    data = tmp / "data"
-    write_procedural_shards(data, range(4), num_frames=FRAMES + MOTION + 2, wav2vec=wav2vec,
-                            size=64, clips_per_shard=2)
+    write_procedural_shards(tmp / "data", range(4), num_frames=FRAMES + MOTION + 2,
+                            wav2vec=wav2vec, size=64, clips_per_shard=2)
+    return tmp, tmp / "data"
+
+
+@pytest.fixture(scope="module")
+def runs(data):
+    tmp, shards = data
     single = [sys.executable, "-m", "emo_core", "train", "--stage", "2", "--cpu",
-              "--config", str(_config(tmp, data, "single", PER_PROCESS * PROCESSES))]
+              "--config", str(_config(tmp, shards, "single", PER_PROCESS * PROCESSES))]
     env = _env(tmp)
-    # accelerate's own `--cpu` launcher starts ONE process unless MPI is set up; its torchrun
-    # launcher (`--multi_gpu`) starts the ranks, and `train --cpu` makes them use gloo.
-    ddp = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", str(PROCESSES), "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", env["MASTER_PORT"],
-           "-m", "emo_core", "train", "--stage", "2", "--cpu",
-           "--config", str(_config(tmp, data, "ddp", PER_PROCESS))]
+    ddp = _launch(_config(tmp, shards, "ddp", PER_PROCESS), env["MASTER_PORT"])
     results = {"single": _run(single, env), "ddp": _run(ddp, env)}
     for name, result in results.items():
         assert result.returncode == 0, f"{name} run failed:\n{result.stdout[-6000:]}"
@@ -150,7 +161,7 @@ def test_final_weights_equal_one_process_within_1e5(runs):
         ddp = load_file(str(tmp / "ddp" / name / checkpoint))
         assert single.keys() == ddp.keys() == initial.keys()
         assert all(torch.equal(ddp[k], single[k]) for k in single
-                   if torch.equal(single[k], initial[k])), "frozen weights (VAE) changed"
+                   if torch.equal(single[k], initial[k])), "weights one process left unchanged moved"
         trained = [k for k in single if not torch.equal(single[k], initial[k])]
         gap = torch.cat([(ddp[k] - single[k]).abs().flatten() for k in trained])
         moved = torch.cat([(single[k] - initial[k]).abs().flatten() for k in trained])
@@ -186,3 +197,19 @@ def test_only_the_main_process_wrote(runs):
     # TensorBoard files are named ...<host>.<pid>.<n>: one writer process, the main one.
     writers = {p.name.split(".")[-2] for p in (tmp / "ddp").rglob("events.out.tfevents*")}
     assert len(writers) == 1, writers
+
+
+def test_a_failing_rank_ends_the_run_with_its_error(data):
+    """Only the main process writes checkpoints; when that fails, the other rank must not wait
+    at the next barrier forever: the launcher ends it and the run fails with the cause."""
+    tmp, shards = data
+    config = _config(tmp, shards, "failing", PER_PROCESS)
+    blocker = tmp / "failing" / "step-000001"
+    blocker.parent.mkdir()
+    blocker.write_text("not a checkpoint", encoding="utf-8")
+    env = _env(tmp)
+    result = _run(_launch(config, env["MASTER_PORT"], max_steps=1), env)  # fails on timeout
+    assert result.returncode != 0
+    assert "step-000001 exists and is not a folder" in result.stdout, result.stdout[-4000:]
+    assert blocker.read_text(encoding="utf-8") == "not a checkpoint"
+    assert not list((tmp / "failing").glob(".step-*")), "staging folder left behind"

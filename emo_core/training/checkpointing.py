@@ -123,6 +123,14 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def check_folder_paths(*paths: Path) -> None:
+    """Raise :class:`CheckpointError` if one of ``paths`` is taken by something not a folder."""
+    for path in paths:
+        if path.exists() and not path.is_dir():
+            raise CheckpointError(f"cannot write the checkpoint: {path} exists and is not a "
+                                  "folder; move it out of the output_dir")
+
+
 def publish_folder(staging: Path, final: Path) -> Path:
     """Rename a fully written staging folder into place (replacing an older one)."""
     if final.exists():

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..errors import EMOInputError
 from ..pipeline.scheduler import make_scheduler
 from .checkpointing import (
+    check_folder_paths,
     latest_checkpoint,
     load_training_state,
     publish_folder,
@@ -95,6 +96,9 @@ class Trainer:
                  log_with: str | None = "tensorboard", cpu: bool = False):
         self.config = config.validate()
         self.output_dir = Path(config.output_dir)
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise EMOInputError(f"config output_dir {str(self.output_dir)!r} is a file; set it "
+                                "to a folder (it is created if missing)")
         self.accelerator = Accelerator(
             cpu=cpu, mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation,
@@ -221,6 +225,9 @@ class Trainer:
         final = self.output_dir / f"step-{self.step:06d}"
         staging = self.output_dir / f".step-{self.step:06d}.tmp"
         if acc.is_main_process:
+            # Only this rank writes; if it fails the others stop at the next barrier (the
+            # launcher ends them when this process exits), they never wait forever.
+            check_folder_paths(staging, final)
             staging.mkdir(parents=True, exist_ok=True)
             models = acc.unwrap_model(self.module).models
             save_emo_checkpoint(models, staging / "emo.safetensors")
