@@ -63,6 +63,8 @@ def _env(tmp: Path) -> dict:
                HF_HOME=str(tmp / "hf_home"), MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(_free_port()))
     env.pop("WORLD_SIZE", None)
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo otherwise binds where the hostname resolves
     return env
 
 

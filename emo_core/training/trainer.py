@@ -125,17 +125,21 @@ class Trainer:
         # its rows (compute_loss), so ranks never need their own RNG state.
         self.generator = torch.Generator().manual_seed(config.seed * 7919)
         self.step, self.samples = 0, 0  # samples: of the global batch, all processes together
-        acc = self.accelerator
-        if acc.is_main_process:
-            logger.info("%d process(es) (%s%s), global batch %d = %d x %d", acc.num_processes,
-                        acc.distributed_type.value, f", {acc.state.backend}" if acc.state.backend
-                        else "", self.global_batch, acc.num_processes, config.batch_size)
+        self._log_setup()
         if resume:
             self._resume(resume)
         if log_with and self.accelerator.is_main_process:
             hparams = {k: v for k, v in dataclasses.asdict(config).items()
                        if isinstance(v, (int, float, str, bool))}
             self.accelerator.init_trackers(f"stage{config.stage}", config=hparams)
+
+    def _log_setup(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            backend = f", {acc.state.backend}" if acc.state.backend else ""
+            logger.info("%d process(es) (%s%s), global batch %d = %d x %d", acc.num_processes,
+                        acc.distributed_type.value, backend, self.global_batch,
+                        acc.num_processes, self.config.batch_size)
 
     # ------------------------------------------------------------------ data
     def _batches(self):
