@@ -2,6 +2,10 @@
 
 Runs on one CPU or GPU as is; for several GPUs or nodes start it through accelerate
 (``accelerate launch -m emo_core train ...``; FSDP / DeepSpeed come from ``accelerate config``).
+``batch_size`` is per process: N processes train on global batches of N x batch_size, the same
+samples, noise and losses as one process with N x batch_size. Several CPU processes (gloo):
+``accelerate launch --multi_gpu --num_processes N -m emo_core train ... --cpu`` (accelerate's
+own ``--cpu`` launcher starts one process unless MPI is set up).
 Checkpoints go to ``output_dir/step-N/`` (``emo.safetensors`` = the next stage's
 ``init_checkpoint``); ``--resume latest`` continues exactly where the last checkpoint stopped.
 """
@@ -30,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="override the config's max_steps")
     parser.add_argument("--resume", default=None,
                         help="'latest' or a step-N folder: continue that run exactly")
+    parser.add_argument("--cpu", action="store_true",
+                        help="train on the CPU even where a GPU is present (several processes "
+                             "talk over gloo)")
     return parser
 
 
@@ -39,9 +46,11 @@ def run(args) -> int:
 
     config = load_config(args.config, stage=args.stage, init_checkpoint=args.init_checkpoint,
                          output_dir=args.output_dir, max_steps=args.max_steps)
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, cpu=args.cpu)
     losses = trainer.train()
     trainer.end()
+    if not trainer.accelerator.is_main_process:
+        return 0
     if losses:
         print(f"stage {config.stage}: {len(losses)} steps, last loss {losses[-1]:.4f}")
     print(f"checkpoints in {Path(config.output_dir).resolve()}")

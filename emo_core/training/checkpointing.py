@@ -9,7 +9,9 @@ saves the same content itself:
       training.safetensors   optimizer tensors, EMA shadow weights, torch RNG + noise generator
       training.json          step, samples consumed, optimizer/scheduler/EMA scalars, python RNG
 
-Every file is written to a temporary name and renamed; the folder itself appears last.
+Every file is written to a temporary name and renamed; the folder itself appears last. In a
+multi-process run only the main process writes: every rank holds the same weights, optimizer
+state and noise generator (the ranks draw the same global-batch randomness, see ``step.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _python_rng() -> list:
 
 
 def save_training_state(folder: Path, *, step: int, samples: int, optimizer, lr_scheduler,
-                        ema, generator: torch.Generator, process_index: int = 0) -> None:
+                        ema, generator: torch.Generator) -> None:
     """Write ``training.safetensors`` + ``training.json`` into ``folder`` (which must exist)."""
     tensors: dict[str, torch.Tensor] = {}
     numpy_rng = np.random.get_state()
@@ -85,19 +87,16 @@ def save_training_state(folder: Path, *, step: int, samples: int, optimizer, lr_
     tensors["rng.torch"] = torch.random.get_rng_state()
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.numpy"] = torch.from_numpy(numpy_rng[1].astype(np.int64))
-    suffix = "" if process_index == 0 else f"-{process_index}"
-    _atomic(folder / f"training{suffix}.safetensors",
-            lambda tmp: save_file(tensors, str(tmp)))
-    _atomic(folder / f"training{suffix}.json",
+    _atomic(folder / "training.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    _atomic(folder / "training.json",
             lambda tmp: tmp.write_text(json.dumps(spec), encoding="utf-8"))
 
 
 def load_training_state(folder: Path, *, optimizer, lr_scheduler, ema,
-                        generator: torch.Generator, process_index: int = 0) -> tuple[int, int]:
+                        generator: torch.Generator) -> tuple[int, int]:
     """Restore everything ``save_training_state`` wrote; returns ``(step, samples)``."""
-    suffix = "" if process_index == 0 else f"-{process_index}"
-    json_path = folder / f"training{suffix}.json"
-    tensor_path = folder / f"training{suffix}.safetensors"
+    json_path = folder / "training.json"
+    tensor_path = folder / "training.safetensors"
     if not json_path.is_file() or not tensor_path.is_file():
         raise CheckpointError(f"{folder} is not a complete training checkpoint (needs "
                               f"{json_path.name} and {tensor_path.name}); pick another step-* "
@@ -122,6 +121,14 @@ def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def check_folder_paths(*paths: Path) -> None:
+    """Raise :class:`CheckpointError` if one of ``paths`` is taken by something not a folder."""
+    for path in paths:
+        if path.exists() and not path.is_dir():
+            raise CheckpointError(f"cannot write the checkpoint: {path} exists and is not a "
+                                  "folder; move it out of the output_dir")
 
 
 def publish_folder(staging: Path, final: Path) -> Path:

@@ -78,15 +78,32 @@ def cut_sample(clip: dict, rng: random.Random, frames: int, motion: int,
 
 
 class TrainSamples(IterableDataset):
-    """Streams samples: ``samples_per_clip`` cuts from every clip, through a shuffle buffer."""
+    """Streams samples: ``samples_per_clip`` cuts from every clip, through a shuffle buffer.
+
+    Multi-process training: every rank streams the same global sequence (same ``seed``) and keeps
+    ``per_rank`` samples out of every ``per_rank * world``, the ones at its ``rank``, so
+    ``world`` processes with batch ``per_rank`` see exactly the global batches one process with
+    batch ``per_rank * world`` sees. Each rank reads every shard (I/O x ranks, memory unchanged).
+    """
 
     def __init__(self, folder, frames: int, motion: int, seed: int = 0, window: int = 2,
-                 samples_per_clip: int = 4, buffer: int = 64, epochs: int | None = None):
+                 samples_per_clip: int = 4, buffer: int = 64, epochs: int | None = None,
+                 rank: int = 0, world: int = 1, per_rank: int = 1):
+        if not 0 <= rank < world or per_rank < 1:
+            raise ValueError(f"rank {rank} of {world} processes with {per_rank} samples each "
+                             "is not a valid split")
         self.clips = ShardClips(folder, seed=seed, epochs=epochs)
         self.frames, self.motion, self.window = frames, motion, window
         self.samples_per_clip, self.buffer, self.seed = samples_per_clip, buffer, seed
+        self.rank, self.world, self.per_rank = rank, world, per_rank
 
     def __iter__(self):
+        for number, sample in enumerate(self._global_samples()):
+            if (number // self.per_rank) % self.world == self.rank:
+                yield sample
+
+    def _global_samples(self):
+        """The sample sequence of one process, independent of rank and world size."""
         rng = random.Random(self.seed)
         pool: list = []
         skipped = 0

@@ -112,17 +112,27 @@ def batch_latents(models, batch: dict) -> dict:
 
 
 def compute_loss(module, models, batch: dict, scheduler, config: TrainConfig,
-                 generator: torch.Generator) -> torch.Tensor:
-    """Sample t, noise and dropout from ``generator``; return the scalar training loss."""
+                 generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Sample t, noise and dropout from ``generator``; return the scalar training loss.
+
+    ``shard = (rank, world)``: ``batch`` is rows ``rank*b:(rank+1)*b`` of a global batch of
+    ``world*b``. Every rank draws the randomness of the whole global batch from the same
+    generator and keeps its rows, so a sample gets the same t, noise and dropout whatever the
+    number of processes (and one process draws exactly what it always drew).
+    """
     batch = batch_latents(models, batch)
     target_latents = batch["target"]  # (b, f, 4, h, w)
     size = target_latents.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,),
-                              generator=generator).to(target_latents.device)
-    noise = sample_noise(target_latents, config.noise_offset, generator)
+    rank, world = shard
+    rows, total = slice(rank * size, (rank + 1) * size), size * world
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (total,),
+                              generator=generator)[rows].to(target_latents.device)
+    # A (world*b, f, 4, h, w) view of the first sample: only its shape, dtype and device are read.
+    template = target_latents[:1].expand(total, *target_latents.shape[1:])
+    noise = sample_noise(template, config.noise_offset, generator)[rows]
     noisy = add_noise(scheduler, target_latents, noise, timesteps)
-    ref_rows, audio_rows, motion_keep = (r.to(target_latents.device)
-                                         for r in dropout_rows(size, config.dropout, generator))
+    ref_rows, audio_rows, motion_keep = (r[rows].to(target_latents.device)
+                                         for r in dropout_rows(total, config.dropout, generator))
     video = config.stage > 1
     prediction = module(
         noisy, timesteps, batch["reference"], batch.get("motion") if video else None,

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..errors import EMOInputError
 from ..pipeline.scheduler import make_scheduler
 from .checkpointing import (
+    check_folder_paths,
     latest_checkpoint,
     load_training_state,
     publish_folder,
@@ -92,11 +93,14 @@ class Trainer:
     """``Trainer(config).train()`` runs ``config.max_steps`` optimizer steps of ``config.stage``."""
 
     def __init__(self, config: TrainConfig, models=None, resume: str | Path | None = None,
-                 log_with: str | None = "tensorboard"):
+                 log_with: str | None = "tensorboard", cpu: bool = False):
         self.config = config.validate()
         self.output_dir = Path(config.output_dir)
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise EMOInputError(f"config output_dir {str(self.output_dir)!r} is a file; set it "
+                                "to a folder (it is created if missing)")
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
+            cpu=cpu, mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation,
             log_with=log_with, project_dir=str(self.output_dir),
             # A DDP rank whose whole batch drew "drop reference" leaves ReferenceNet unused.
@@ -110,15 +114,18 @@ class Trainer:
         self.parameters = [p for _, p in trainable]
         self.module = EMOTrainingModule(self.models, config.stage, config.gradient_checkpointing)
         optimizer = make_optimizer(self.parameters, config)
-        lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
-                                     num_warmup_steps=config.warmup_steps)
-        self.module, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
-            self.module, optimizer, lr_scheduler)
+        self.module, self.optimizer = self.accelerator.prepare(self.module, optimizer)
+        # Not prepared: accelerate would step it once per process per optimizer step; warmup
+        # counts optimizer steps of the global batch, whatever the number of processes.
+        self.lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
+                                          num_warmup_steps=config.warmup_steps)
         self.ema = EMAModel(self.parameters, decay=config.ema_decay) if config.ema else None
         self.noise_scheduler = noise_scheduler(self.models, config)
-        process = self.accelerator.process_index
-        self.generator = torch.Generator().manual_seed(config.seed * 7919 + process)
-        self.step, self.samples = 0, 0
+        # The same generator on every rank: each draws the global batch's randomness and keeps
+        # its rows (compute_loss), so ranks never need their own RNG state.
+        self.generator = torch.Generator().manual_seed(config.seed * 7919)
+        self.step, self.samples = 0, 0  # samples: of the global batch, all processes together
+        self._log_setup()
         if resume:
             self._resume(resume)
         if log_with and self.accelerator.is_main_process:
@@ -126,16 +133,26 @@ class Trainer:
                        if isinstance(v, (int, float, str, bool))}
             self.accelerator.init_trackers(f"stage{config.stage}", config=hparams)
 
+    def _log_setup(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            backend = f", {acc.state.backend}" if acc.state.backend else ""
+            logger.info("%d process(es) (%s%s), global batch %d = %d x %d", acc.num_processes,
+                        acc.distributed_type.value, backend, self.global_batch,
+                        acc.num_processes, self.config.batch_size)
+
     # ------------------------------------------------------------------ data
     def _batches(self):
-        """Infinite batch iterator, fast-forwarded past the samples already consumed."""
-        config = self.config
+        """Infinite iterator over this rank's rows of the global batches, fast-forwarded past
+        the samples already consumed."""
+        config, acc = self.config, self.accelerator
         dataset = TrainSamples(config.data, config.clip_frames, config.clip_motion_frames,
-                               seed=config.seed + 1000 * self.accelerator.process_index)
+                               seed=config.seed, rank=acc.process_index,
+                               world=acc.num_processes, per_rank=config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size,
                             num_workers=config.num_workers)
         batches = iter(loader)
-        skip = self.samples // config.batch_size
+        skip = self.samples // self.global_batch
         if skip:
             logger.info("resume: skipping %d batches already trained on", skip)
             batches = itertools.islice(batches, skip, None)
@@ -180,26 +197,36 @@ class Trainer:
         config, acc = self.config, self.accelerator
         with acc.accumulate(self.module):
             loss = compute_loss(self.module, self.models, batch, self.noise_scheduler, config,
-                                generator or self.generator)
-            acc.backward(loss)
+                                generator or self.generator,
+                                shard=(acc.process_index, acc.num_processes))
+            acc.backward(loss)  # DDP all-reduces (means) the gradients over the processes
             if acc.sync_gradients and config.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.parameters, config.max_grad_norm)
             self.optimizer.step()
-            self.lr_scheduler.step()
+            if acc.sync_gradients and not self.optimizer.step_was_skipped:
+                self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.samples += config.batch_size
-        return float(loss.detach())
+        self.samples += self.global_batch
+        # Every rank holds the mean of its equal share: their mean is the global batch's loss.
+        return float(acc.reduce(loss.detach(), reduction="mean"))
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per micro-batch over all processes."""
+        return self.config.batch_size * self.accelerator.num_processes
 
     def _log(self, loss: float, started: float) -> None:
         lr = self.lr_scheduler.get_last_lr()[0]
         self.accelerator.log({"loss": loss, "lr": lr, "samples": self.samples}, step=self.step)
-        if self.step % self.config.log_every == 0 or self.step == 1:
+        if self.accelerator.is_main_process and (self.step % self.config.log_every == 0
+                                                 or self.step == 1):
             logger.info("stage %d step %d: loss %.4f lr %.2e (%.2f s/step)", self.config.stage,
                         self.step, loss, lr, (time.time() - started) / max(self.step, 1))
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
-        """``output_dir/step-N/`` with emo(.ema).safetensors + the exact-resume state."""
+        """``output_dir/step-N/`` with emo(.ema).safetensors + the exact-resume state, written by
+        the main process only (every rank holds the same weights, optimizer and RNG state)."""
         from ..io.emo_checkpoint import save_emo_checkpoint
 
         acc = self.accelerator
@@ -207,6 +234,9 @@ class Trainer:
         final = self.output_dir / f"step-{self.step:06d}"
         staging = self.output_dir / f".step-{self.step:06d}.tmp"
         if acc.is_main_process:
+            # Only this rank writes; if it fails the others stop at the next barrier (the
+            # launcher ends them when this process exits), they never wait forever.
+            check_folder_paths(staging, final)
             staging.mkdir(parents=True, exist_ok=True)
             models = acc.unwrap_model(self.module).models
             save_emo_checkpoint(models, staging / "emo.safetensors")
@@ -215,13 +245,9 @@ class Trainer:
                 self.ema.copy_to(self.parameters)
                 save_emo_checkpoint(models, staging / "emo_ema.safetensors")
                 self.ema.restore(self.parameters)
-        acc.wait_for_everyone()
-        save_training_state(staging, step=self.step, samples=self.samples,
-                            optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
-                            ema=self.ema, generator=self.generator,
-                            process_index=acc.process_index)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
+            save_training_state(staging, step=self.step, samples=self.samples,
+                                optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+                                ema=self.ema, generator=self.generator)
             publish_folder(staging, final)
             logger.info("saved %s", final)
         acc.wait_for_everyone()
@@ -241,7 +267,7 @@ class Trainer:
         models.load_state_dict(loaded.state_dict())
         self.step, self.samples = load_training_state(
             folder, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, ema=self.ema,
-            generator=self.generator, process_index=self.accelerator.process_index)
+            generator=self.generator)
         logger.info("resumed from %s at step %d", folder, self.step)
 
     def end(self) -> None:
