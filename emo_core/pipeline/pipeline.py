@@ -117,8 +117,8 @@ class EMOPipeline:
             model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
             eps = self.models.backbone(
                 model_input.expand(plan.batch, *shape[1:]), timestep,
-                reference=features, reference_rows=plan.reference_rows.to(self.device),
-                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows.to(self.device),
+                reference=features, reference_rows=plan.reference_rows,
+                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows,
                 speed_tokens=conditions.speed_tokens, face_embedding=conditions.face_embedding,
                 context=self._context(plan.batch),
             )
