@@ -18,6 +18,12 @@ takes the per-call conditioning (``emo=`` from ``cross_attention_kwargs``) and t
   static slice, so they equal a run without reference (tokens dropped, not zeroed).
 
 An ``attention_mask`` is extended with zeros (attend) over the reference tokens, never dropped.
+A processor computes the reference attention only if it projects keys/values from
+``encoder_hidden_states`` in a self-attention; the classes known to do so are listed in
+``REFERENCE_PROCESSORS`` (diffusers' plain, SDPA, sliced, xformers, NPU and XLA processors).
+Any other processor on an ``attn1`` (PAG's identity processors ignore ``encoder_hidden_states``,
+fused QKV has no key projection for other tokens) raises when a reference is present, instead of
+silently dropping it; a verified custom class can be added to ``REFERENCE_PROCESSORS``.
 ``attn2`` becomes a ``ContextAttention`` that only removes the ``emo`` key before diffusers'
 ``Attention.forward`` (which would warn about an unexpected kwarg on every call).
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from diffusers.models import attention_processor as processors
 from diffusers.models.attention_processor import Attention
 
 from .conditioning import BackboneCall, ReferenceSink, apply_runs
@@ -34,6 +41,30 @@ from .conditioning import BackboneCall, ReferenceSink, apply_runs
 logger = logging.getLogger(__name__)
 
 MODES = ("concat", "cross")
+
+# Processors whose self-attention path projects keys/values from ``encoder_hidden_states`` when
+# it is given (so ``concat`` reference attention is computed by them exactly).
+REFERENCE_PROCESSORS: set[type] = {
+    processors.AttnProcessor, processors.AttnProcessor2_0, processors.SlicedAttnProcessor,
+    processors.XFormersAttnProcessor, processors.AttnProcessorNPU,
+    processors.XLAFlashAttnProcessor2_0,
+}
+
+
+def check_processor(attn: Attention) -> None:
+    """Raise unless ``attn``'s processor is known to attend to extra key/value tokens."""
+    processor = attn.processor
+    if type(processor) in REFERENCE_PROCESSORS:
+        return
+    name = type(processor).__name__
+    hint = ("call unet.unfuse_qkv_projections(): fused QKV has no key projection for the "
+            "reference tokens" if "Fused" in name else
+            "set one of " + ", ".join(sorted(c.__name__ for c in REFERENCE_PROCESSORS)) +
+            " on the attn1 modules, or add a verified class to "
+            "emo_core.models.reference_attention.REFERENCE_PROCESSORS")
+    raise ValueError(f"{getattr(attn, 'emo_name', 'attn1')} uses attention processor {name}, "
+                     f"which is not known to attend to reference tokens passed as "
+                     f"encoder_hidden_states; the reference would be dropped. {hint}")
 
 
 class ContextAttention(Attention):
@@ -63,6 +94,8 @@ class ReferenceAttention(ContextAttention):
         tokens = emo.reference_tokens(self.emo_name, hidden_states.shape[0])
         if tokens is None:
             return plain(hidden_states, None, attention_mask, **kwargs)
+        if self.emo_mode == "concat":
+            check_processor(self)
 
         def with_reference(rows, start, stop):
             mask = None if attention_mask is None else attention_mask[start:stop]
