@@ -25,6 +25,7 @@ from torch import nn
 
 from .audio_attention import AudioAttention
 from .base import SubmodulesFirst
+from .compiled import CompilableUNet
 from .conditioning import KEY, BackboneCall, HalloInputs, apply_runs, as_flags, runs_of
 from .presets import unet_config
 from .reference_attention import (
@@ -82,7 +83,7 @@ def site_motion(call: BackboneCall, index: int, hidden: torch.Tensor):
     return None
 
 
-class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
+class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
     """``backbone(sample (b, f, 4, h, w), timestep, **conditions) -> (b, f, 4, h, w)``."""
 
     _supports_gradient_checkpointing = True
@@ -225,7 +226,7 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         face = self._face(face_embedding, sample, batch, frames)
         if face is not None:
             unet_input = torch.cat([unet_input, face.to(unet_input.dtype)], dim=1)
-        out = self.unet(
+        out = self._call_unet(
             unet_input,
             self._timesteps(timestep, batch, frames, sample.device),
             encoder_hidden_states=self._context(context, batch, frames, sample),

@@ -21,6 +21,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from .base import SubmodulesFirst
+from .compiled import CompilableUNet
 from .conditioning import KEY, ReferenceSink
 from .presets import unet_config
 from .reference_attention import make_context_attention, make_reference_attention
@@ -51,7 +52,7 @@ class _Capture(SiteHook):
         return hidden
 
 
-class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
+class ReferenceNet(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
     """``reference_net(reference_latents, motion_latents, context) -> ReferenceFeatures``."""
 
     _supports_gradient_checkpointing = True
@@ -114,8 +115,8 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
 
     def _run(self, sample: torch.Tensor, context: torch.Tensor, sink: ReferenceSink) -> None:
         """The UNet's own forward at t = 0; results land in ``sink`` (output head: identity)."""
-        self.unet(sample, 0, encoder_hidden_states=context, cross_attention_kwargs={KEY: sink},
-                  return_dict=False)
+        self._call_unet(sample, 0, encoder_hidden_states=context,
+                        cross_attention_kwargs={KEY: sink}, return_dict=False)
 
     def _check(self, reference, motion) -> tuple[int, int]:
         channels = self.unet.config.in_channels
