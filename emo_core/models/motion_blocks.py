@@ -26,7 +26,7 @@ def _resnet(block, resnet, hidden, temb):
     return resnet(hidden, temb)
 
 
-def _site(block, index, resnet, hidden, call):
+def _site(block, index, hidden, call):
     site = block.emo_sites[index]
     if site is None or not isinstance(call, site.call_type):
         return hidden
@@ -46,7 +46,7 @@ class MotionDownBlock2D(DownBlock2D):
         output_states = ()
         for index, resnet in enumerate(self.resnets):
             hidden_states = _resnet(self, resnet, hidden_states, temb)
-            hidden_states = _site(self, index, resnet, hidden_states, call)
+            hidden_states = _site(self, index, hidden_states, call)
             output_states = output_states + (hidden_states,)
         if self.downsamplers is not None:
             for downsampler in self.downsamplers:
@@ -77,7 +77,7 @@ class MotionUpBlock2D(UpBlock2D):
                     s1=self.s1, s2=self.s2, b1=self.b1, b2=self.b2)
             hidden_states = torch.cat([hidden_states, res_hidden_states], dim=1)
             hidden_states = _resnet(self, resnet, hidden_states, temb)
-            hidden_states = _site(self, index, resnet, hidden_states, call)
+            hidden_states = _site(self, index, hidden_states, call)
         if self.upsamplers is not None:
             for upsampler in self.upsamplers:
                 hidden_states = upsampler(hidden_states, upsample_size)

@@ -74,6 +74,7 @@ class EMOPipeline:
         interrupt raised from either callback lands within one model call.
         """
         settings = settings.validate().for_model(self.models.backbone.config)
+        self._set_compile(settings.compile)
         total_frames = int(audio.num_frames)
         speed = self._check_inputs(reference, audio, face_mask, speed, settings, total_frames)
         spans = clip_spans(total_frames, settings.frames_per_clip)
@@ -97,6 +98,13 @@ class EMOPipeline:
             yield latents[0, :span.keep]
             if settings.motion_frames:
                 motion_latents = latents[:, -settings.motion_frames:]
+
+    def _set_compile(self, enabled: bool) -> None:
+        """``torch.compile`` both networks' UNet calls; compiled graphs stay cached on the
+        networks across clips and runs (one per call layout, see ``models/compiled.py``)."""
+        for net in (self.models.reference_net, self.models.backbone):
+            if bool(net.__dict__.get("compiled_calls")) != enabled:
+                net.compile_unet(enabled)
 
     # ------------------------------------------------------------------ steps
     def _denoise(self, span: ClipSpan, features, conditions: ClipConditions, plan: GuidancePlan,

@@ -43,6 +43,7 @@ class GenerationSettings:
     prediction_type: str | None = None
     decode_batch: int = 8
     size: int = 512
+    compile: bool = False  # torch.compile the ReferenceNet and Backbone UNet calls (cached)
 
     def replace(self, **changes) -> GenerationSettings:
         return replace(self, **changes)
