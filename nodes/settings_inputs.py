@@ -19,7 +19,12 @@ from emo_core.pipeline.settings import SETTINGS
 from .comfy_bridge import io
 
 # ComfyUI-only widget options, by field name.
-WIDGET_EXTRAS = {"seed": {"control_after_generate": True}}
+WIDGET_EXTRAS = {
+    "seed": {"control_after_generate": True},
+    # added after workflows were shared: optional, so an API prompt saved without it still
+    # validates (absent = the field's default, off)
+    "compile": {"optional": True},
+}
 
 
 def tooltip(name: str, note: str | None = None) -> str:
@@ -45,6 +50,8 @@ def settings_input(name: str, note: str | None = None) -> io.Input:
     if spec.choices is not None:
         return io.Combo.Input(name, options=list(spec.choices), default=item.default,
                               tooltip=tooltip(name, note), **extras)
+    if item.kind is bool:
+        return io.Boolean.Input(name, default=item.default, tooltip=tooltip(name, note), **extras)
     default = unset_value(name) if item.default is None else item.default
     low = unset_value(name) if item.default is None else spec.minimum
     widget = {int: io.Int, float: io.Float}[item.kind]

@@ -60,7 +60,11 @@ def test_every_setting_is_a_generate_option_as_its_metadata_says():
     for name, item in SETTINGS.items():
         action = actions[name]
         assert action.option_strings == [option_name(name)]
-        assert action.default == item.default and action.type is item.kind, name
+        assert action.default == item.default, name
+        if item.kind is bool:  # a switch (store_true): no type, the option alone turns it on
+            assert action.nargs == 0 and action.const is True, name
+        else:
+            assert action.type is item.kind, name
         assert action.choices == (None if item.spec.choices is None
                                   else tuple(item.spec.choices)), name
         assert item.spec.help in action.help, name
@@ -148,6 +152,9 @@ def _check_widget(widget, item, unset_value):
     if spec.choices is not None:
         assert kind == "COMBO" and options["options"] == list(spec.choices), item.name
         assert options["default"] == item.default, item.name
+        return
+    if item.kind is bool:
+        assert kind == "BOOLEAN" and options["default"] is item.default, item.name
         return
     assert kind == {int: "INT", float: "FLOAT"}[item.kind], item.name
     unset = item.default is None

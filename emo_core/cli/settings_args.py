@@ -35,6 +35,11 @@ def add_setting_argument(parser, name: str, **overrides) -> argparse.Action:
     whose own default differs, e.g. demo's smaller size, passes ``default=`` and ``help=``)."""
     item = SETTINGS[name]
     kwargs = dict(type=item.kind, default=item.default, help=setting_help(name))
+    if item.kind is bool:  # a switch: --name turns on what defaults to off
+        if item.default is not False:
+            raise TypeError(f"setting {name}: a bool setting must default to False (a switch)")
+        kwargs.pop("type")
+        kwargs.update(action="store_true")
     if item.spec.choices is not None:
         kwargs.update(choices=tuple(item.spec.choices))
     kwargs.update(overrides)

@@ -1,13 +1,15 @@
 """EMO Backbone: the SD1.5 denoising UNet with reference, audio, temporal, speed and face inputs.
 
-Built by composition: a diffusers ``UNet2DConditionModel`` whose ``attn1`` processors read the
-reference bank, plus forward hooks that run the audio module then the temporal (motion) module
-after each insertion site (Hallo order), and a hook on ``conv_in`` adding the face embedding.
-The new layers live in the model tree (``unet.down_blocks.0.motion_modules.0``,
-``unet.down_blocks.0.audio_modules.0``, ``...transformer_blocks.0.attn_ref`` in "cross" mode), so
-state-dict names are stable and ``copy.deepcopy`` works. Per-call conditioning reaches the hooks
-through ``_CallState``, set in ``forward`` and always cleared (try/finally). Outside ``forward``
-the hooks do nothing: ``backbone.unet`` alone is the plain 2D UNet.
+Built by composition: a diffusers ``UNet2DConditionModel`` whose ``attn1`` modules are
+``ReferenceAttention`` (reference tokens joined as keys, whatever processor is set), plus site
+runners after each insertion site: the audio module then the temporal (motion) module (Hallo
+order), and a ``conv_in`` that adds the face embedding. The new layers live in the model tree
+(``unet.down_blocks.0.motion_modules.0``, ``unet.down_blocks.0.audio_modules.0``,
+``...transformer_blocks.0.attn_ref`` in "cross" mode), so state-dict names are stable and
+``copy.deepcopy`` works. Per-call conditioning is one frozen ``BackboneCall`` handed to the UNet
+as ``cross_attention_kwargs={"emo": call}`` (see ``conditioning.py``); nothing is stored on the
+modules, so diffusers' gradient checkpointing, ``torch.compile`` and processor swaps work.
+Without it the sites do nothing: ``backbone.unet`` alone is the plain 2D UNet.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from torch import nn
 
 from .audio_attention import AudioAttention
 from .base import SubmodulesFirst
+from .compiled import CompilableUNet
+from .conditioning import KEY, BackboneCall, HalloInputs, apply_runs, as_flags, runs_of
 from .presets import unet_config
 from .reference_attention import (
-    BankSlot,
-    ReferenceBank,
-    ReferenceReadProcessor,
+    make_context_attention,
+    make_reference_attention,
     reference_cross_attention,
 )
-from .sites import Site, SiteHook, attn1_names, unet_sites
+from .sites import Site, SiteHook, attn1_names, install_site, unet_sites
 from .temporal import TemporalModule
 
 logger = logging.getLogger(__name__)
@@ -38,58 +41,52 @@ logger = logging.getLogger(__name__)
 NEW_BRANCHES = (".motion_modules.", ".audio_modules.", ".attn_ref.")
 
 
-class _CallState:
-    """Conditioning of the running forward call (all per-row tensors already ``(b*f, ...)``)."""
+class FaceConvIn(nn.Conv2d):
+    """``conv_in`` that adds the face embedding: input ``cat(sample, face)`` along channels
+    (the Backbone builds it) -> ``conv(sample) + face``; a plain ``sample`` is a plain conv.
 
-    def __init__(self):
-        self.clear()
+    The face map is added to ``conv_in``'s output, which is also the UNet's first skip residual;
+    no UNet argument reaches that point, so it travels as extra input channels."""
 
-    def clear(self):
-        self.active = False
-        self.frames = 1
-        self.batch = 1
-        self.motion: list[torch.Tensor] | None = None
-        self.zero_motion = 0
-        self.speed: torch.Tensor | None = None
-        self.audio: torch.Tensor | None = None
-        self.audio_rows: torch.Tensor | None = None
-        self.face: torch.Tensor | None = None
-        self.masks: list | None = None  # Hallo variant: (full, face, lip) per-level masks
-        self.motion_scale = (1.0, 1.0, 1.0)
-        self.motion_mode = "train"
-
-    def conv_in_hook(self, module, args, output):
-        if self.active and self.face is not None:
-            return output + self.face.to(output.dtype)
-        return output
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        if sample.shape[1] == self.in_channels:
+            return super().forward(sample)
+        plain, face = sample[:, :self.in_channels], sample[:, self.in_channels:]
+        return super().forward(plain.contiguous()) + face
 
 
 class _SiteRunner(SiteHook):
-    """Forward hook for one site: audio attention (spatial sites), then the temporal module."""
+    """One site: audio attention (spatial sites, audio rows only), then the temporal module."""
 
-    def __init__(self, state: _CallState, index: int, motion: TemporalModule,
-                 audio: AudioAttention | None):
-        self.state = state
+    call_type = BackboneCall
+
+    def __init__(self, index: int, motion: TemporalModule, audio: AudioAttention | None):
         self.index = index
         self.motion = motion
         self.audio = audio
 
-    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+    def __call__(self, hidden: torch.Tensor, call: BackboneCall) -> torch.Tensor:
         """``hidden: (b*f, c, h, w)`` -> same shape."""
-        state = self.state
-        if self.audio is not None:
-            hidden = self.audio(hidden, state.audio, state.audio_rows)
-        if state.motion is not None:
-            motion = state.motion[self.index]
-        elif state.zero_motion:
-            motion = hidden.new_zeros(state.batch, state.zero_motion, *hidden.shape[1:])
-        else:
-            motion = None
-        return self.motion(hidden, state.frames, motion, state.speed)
+        if self.audio is not None and call.audio is not None:
+            audio, tokens = self.audio, call.audio
+            hidden = apply_runs(hidden, call.audio_runs, call.frames,
+                                lambda rows, start, stop: audio(rows, tokens[start:stop]))
+        return self.motion(hidden, call.frames, site_motion(call, self.index, hidden), call.speed)
 
 
-class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
+def site_motion(call: BackboneCall, index: int, hidden: torch.Tensor):
+    """Motion-frame features of site ``index``: the caller's, zeros, or None (no motion frames)."""
+    if call.motion is not None:
+        return call.motion[index]
+    if call.zero_motion:
+        return hidden.new_zeros(call.batch, call.zero_motion, *hidden.shape[1:])
+    return None
+
+
+class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
     """``backbone(sample (b, f, 4, h, w), timestep, **conditions) -> (b, f, 4, h, w)``."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -116,9 +113,7 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         if variant not in ("emo", "hallo"):
             raise ValueError(f"variant must be 'emo' or 'hallo', got {variant!r}")
         self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
-        self._state = _CallState()
-        self._slot = BankSlot()
-        self.unet.conv_in.register_forward_hook(self._state.conv_in_hook)
+        self.unet.conv_in.__class__ = FaceConvIn
         self._install_reference(reference_attention)
         self.num_sites = self._install_sites()
 
@@ -130,7 +125,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
                 ref_attn = reference_cross_attention(attn1)
                 parent = self.unet.get_submodule(name.rsplit(".", 1)[0])
                 parent.attn_ref = ref_attn
-            attn1.set_processor(ReferenceReadProcessor(name, self._slot, mode, ref_attn))
+            make_reference_attention(attn1, name, "read", mode, ref_attn)
+            make_context_attention(self.unet.get_submodule(name[:-1] + "2"))
 
     def _install_sites(self) -> int:
         cfg = self.config
@@ -156,8 +152,7 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
                 )
             for j, site in enumerate(block_sites):
                 audio = block.audio_modules[j] if site.spatial else None
-                runner = _SiteRunner(self._state, index, block.motion_modules[j], audio)
-                site.carrier.register_forward_hook(runner.hook)
+                install_site(site, _SiteRunner(index, block.motion_modules[j], audio))
                 index += 1
         return index
 
@@ -187,9 +182,8 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
                                      depth, groups) for s, d in zip(block_sites, dims, strict=True))
             for j, site in enumerate(block_sites):
                 audio = block.audio_modules[j] if site.spatial else None
-                runner = HalloSiteRunner(self._state, index, block.motion_modules[j], audio,
-                                         site.spatial, name == "mid_block")
-                site.carrier.register_forward_hook(runner.hook)
+                install_site(site, HalloSiteRunner(index, block.motion_modules[j], audio,
+                                                   site.spatial, name == "mid_block"))
                 index += 1
         return index
 
@@ -224,34 +218,50 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         ``hallo_sites.expand_masks``), ``motion_scale`` 3 floats, ``motion_mode`` "train" |
         "eval" (default: the checkpoint's)."""
         batch, frames = self._check_sample(sample)
-        rows = self._check_rows
-        bank = ReferenceBank(reference.bank if reference is not None else None,
-                             rows=rows("reference_rows", reference_rows, batch), frames=frames)
-        state = self._state
-        try:
-            state.frames, state.batch, state.active = frames, batch, True
-            state.audio = self._per_frame("audio_tokens", audio_tokens, batch, frames,
-                                          self.config.audio_token_dim)
-            state.audio_rows = _frame_rows(rows("audio_rows", audio_rows, batch), frames)
-            state.speed = self._per_frame("speed_tokens", speed_tokens, batch, frames,
-                                          self.config.speed_token_dim)
-            state.face = self._face(face_embedding, sample, batch, frames)
-            if self.config.variant == "hallo":
-                self._set_hallo(state, audio_masks, motion_scale, motion_mode, batch, frames,
-                                sample)
-            self._set_motion(reference, batch)
-            with bank:
-                self._slot.bank = bank
-                out = self.unet(
-                    rearrange(sample, "b f c h w -> (b f) c h w"),
-                    self._timesteps(timestep, batch, frames, sample.device),
-                    encoder_hidden_states=self._context(context, batch, frames, sample),
-                    return_dict=False,
-                )[0]
-        finally:
-            self._slot.bank = None
-            state.clear()
+        call = self.call_inputs(sample, reference=reference, reference_rows=reference_rows,
+                                audio_tokens=audio_tokens, audio_rows=audio_rows,
+                                speed_tokens=speed_tokens, audio_masks=audio_masks,
+                                motion_scale=motion_scale, motion_mode=motion_mode)
+        unet_input = rearrange(sample, "b f c h w -> (b f) c h w")
+        face = self._face(face_embedding, sample, batch, frames)
+        if face is not None:
+            unet_input = torch.cat([unet_input, face.to(unet_input.dtype)], dim=1)
+        out = self._call_unet(
+            unet_input,
+            self._timesteps(timestep, batch, frames, sample.device),
+            encoder_hidden_states=self._context(context, batch, frames, sample),
+            cross_attention_kwargs={KEY: call},
+            return_dict=False,
+        )[0]
         return rearrange(out, "(b f) c h w -> b f c h w", f=frames)
+
+    def call_inputs(self, sample, *, reference=None, reference_rows=None, audio_tokens=None,
+                    audio_rows=None, speed_tokens=None, audio_masks=None, motion_scale=None,
+                    motion_mode=None) -> BackboneCall:
+        """The checked per-call conditioning (``forward``'s arguments, see there)."""
+        batch, frames = self._check_sample(sample)
+        ref_flags = as_flags("reference_rows", reference_rows, batch)
+        audio_flags = as_flags("audio_rows", audio_rows, batch)
+        audio = self._per_frame("audio_tokens", audio_tokens, batch, frames,
+                                self.config.audio_token_dim)
+        motion = None if reference is None else reference.motion
+        if motion is not None and len(motion) != self.num_sites:
+            raise ValueError(f"reference.motion must hold {self.num_sites} feature maps (one per "
+                             f"temporal module), got {len(motion)}")
+        hallo = None
+        if self.config.variant == "hallo":
+            hallo = self._hallo(audio is not None, audio_masks, motion_scale, motion_mode,
+                                batch, frames, sample)
+        return BackboneCall(
+            frames=frames, batch=batch,
+            bank=reference.bank if reference is not None else {},
+            reference_runs=runs_of(ref_flags, batch), audio=audio,
+            audio_runs=runs_of(audio_flags, batch),
+            speed=self._per_frame("speed_tokens", speed_tokens, batch, frames,
+                                  self.config.speed_token_dim),
+            motion=None if motion is None else tuple(motion),
+            zero_motion=0 if motion is not None else int(self.config.motion_frames),
+            hallo=hallo)
 
     # ------------------------------------------------------------------ input checks
     def _check_sample(self, sample: torch.Tensor) -> tuple[int, int]:
@@ -261,16 +271,6 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
         if not sample.is_floating_point():
             raise ValueError(f"sample must be a float tensor, got {sample.dtype}")
         return sample.shape[0], sample.shape[1]
-
-    @staticmethod
-    def _check_rows(name: str, rows, batch: int):
-        if rows is None:
-            return None
-        rows = torch.as_tensor(rows)
-        if rows.shape != (batch,) or rows.dtype != torch.bool:
-            raise ValueError(f"{name} must be a ({batch},) bool tensor, got "
-                             f"{tuple(rows.shape)} {rows.dtype}")
-        return rows
 
     @staticmethod
     def _per_frame(name, tokens, batch, frames, dim):
@@ -291,29 +291,19 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             raise ValueError(f"face_embedding must be {expected}, got {tuple(face.shape)}")
         return repeat(face, "b c h w -> (b f) c h w", f=frames)
 
-    def _set_hallo(self, state, masks, motion_scale, motion_mode, batch, frames, sample):
+    def _hallo(self, with_audio, masks, motion_scale, motion_mode, batch, frames, sample):
         from .hallo_sites import MOTION_MODES, expand_masks
 
         mode = motion_mode or (self.config.hallo or {}).get("motion_mode", "train")
         if mode not in MOTION_MODES:
             raise ValueError(f"motion_mode must be one of {MOTION_MODES}, got {mode!r}")
-        state.motion_mode = mode
-        if state.audio is not None:
-            state.masks = expand_masks(masks, batch, frames, sample.device, sample.dtype)
         scale = (1.0, 1.0, 1.0) if motion_scale is None else tuple(float(s) for s in motion_scale)
         if len(scale) != 3:
             raise ValueError(f"motion_scale must hold 3 numbers (full, face, lip), got {scale}")
-        state.motion_scale = scale
-
-    def _set_motion(self, reference, batch: int) -> None:
-        motion = None if reference is None else reference.motion
-        if motion is None:
-            self._state.zero_motion = int(self.config.motion_frames)
-            return
-        if len(motion) != self.num_sites:
-            raise ValueError(f"reference.motion must hold {self.num_sites} feature maps (one per "
-                             f"temporal module), got {len(motion)}")
-        self._state.motion = motion
+        expanded = None
+        if with_audio:
+            expanded = expand_masks(masks, batch, frames, sample.device, sample.dtype)
+        return HalloInputs(masks=expanded, motion_scale=scale, motion_mode=mode)
 
     def _timesteps(self, timestep, batch: int, frames: int, device) -> torch.Tensor:
         t = torch.as_tensor(timestep, device=device)
@@ -332,10 +322,6 @@ class EMOBackbone(SubmodulesFirst, ModelMixin, ConfigMixin):
             raise ValueError(f"context must be ({batch} or 1, L, {dim}), got {tuple(context.shape)}")
         context = context.to(sample.dtype).expand(batch, *context.shape[1:])
         return repeat(context, "b l d -> (b f) l d", f=frames)
-
-
-def _frame_rows(rows, frames: int):
-    return None if rows is None else repeat(rows, "b -> (b f)", f=frames)
 
 
 def _heads(transformer) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from einops import repeat
 
+from .conditioning import BackboneCall
 from .sites import SiteHook
 
 MOTION_MODES = ("train", "eval")
@@ -31,27 +32,28 @@ def mask_depth(block_name: str, num_down: int, num_up: int) -> int:
 
 
 class HalloSiteRunner(SiteHook):
-    """Forward hook for one site of a Hallo-variant Backbone (see module docstring)."""
+    """One site of a Hallo-variant Backbone (see module docstring)."""
 
-    def __init__(self, state, index: int, motion, audio, spatial: bool, mid: bool):
-        self.state = state
+    call_type = BackboneCall
+
+    def __init__(self, index: int, motion, audio, spatial: bool, mid: bool):
         self.index = index
         self.motion = motion
         self.audio = audio
         self.spatial = spatial
         self.mid = mid
 
-    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
-        state = self.state
-        if self.audio is not None and state.audio is not None:
-            hidden = self.audio(hidden, state.audio, state.masks, state.motion_scale)
-        mode = state.motion_mode
+    def __call__(self, hidden: torch.Tensor, call: BackboneCall) -> torch.Tensor:
+        hallo = call.hallo
+        if self.audio is not None and call.audio is not None:
+            hidden = self.audio(hidden, call.audio, hallo.masks, hallo.motion_scale)
+        mode = hallo.motion_mode
         if not self.spatial and mode == "train":
             return hidden
         motion = None
-        if self.spatial and state.motion is not None and (mode == "train" or self.mid):
-            motion = state.motion[self.index]
-        return self.motion(hidden, state.frames, motion, state.speed)
+        if self.spatial and call.motion is not None and (mode == "train" or self.mid):
+            motion = call.motion[self.index]
+        return self.motion(hidden, call.frames, motion, call.speed)
 
 
 def expand_masks(masks, batch: int, frames: int, device, dtype):

@@ -1,17 +1,31 @@
 """Reference attention: ReferenceNet's self-attention inputs handed to the Backbone's ``attn1``.
 
-* ``ReferenceWriteProcessor`` (ReferenceNet): stores the ``attn1`` input tokens - in diffusers
-  ``BasicTransformerBlock`` that is the normalised hidden state - in the active bank, then runs
-  plain self-attention.
-* ``ReferenceReadProcessor`` (Backbone), ``mode="concat"``: queries attend over
-  ``cat(self tokens, reference tokens)`` with attn1's own ``to_k``/``to_v`` (reuses SD weights,
-  Hallo-compatible). ``mode="cross"``: plain self-attention plus a separate zero-initialised
-  reference cross-attention added as a residual (the paper's literal wording).
-  Rows flagged unconditional attend WITHOUT reference tokens (dropped, not zeroed); they are
-  computed separately so they equal a run without reference.
+Every spatial ``attn1`` of both networks becomes a ``ReferenceAttention`` (a subclass of
+diffusers' ``Attention``, swapped in place the way ``torch.nn.utils.parametrize`` swaps classes:
+same parameters, same state-dict names, ``set_attn_processor`` still works). Its ``forward``
+takes the per-call conditioning (``emo=`` from ``cross_attention_kwargs``) and then calls
+``Attention.forward``, so WHATEVER processor is set computes the attention:
 
-The bank is explicit: a dict keyed by ``attn1`` module name (e.g.
-``down_blocks.0.attentions.0.transformer_blocks.0.attn1``), active only inside ``with bank:``.
+* ReferenceNet (``role="write"``, ``emo`` is a ``ReferenceSink``): stores the ``attn1`` input
+  tokens - in diffusers' ``BasicTransformerBlock`` that is the normalised hidden state - then
+  runs plain self-attention.
+* Backbone (``role="read"``, ``emo`` is a ``BackboneCall``), mode ``"concat"``: queries attend
+  over ``cat(self tokens, reference tokens)`` with attn1's own ``to_k``/``to_v`` (reuses SD
+  weights, Hallo-compatible), i.e. ``Attention.forward(hidden, encoder_hidden_states=cat(...))``.
+  Mode ``"cross"``: plain self-attention plus a separate zero-initialised reference
+  cross-attention (``attn_ref`` on the transformer block) added as a residual.
+  Rows without reference (CFG-unconditional, dropout) run plain self-attention as their own
+  static slice, so they equal a run without reference (tokens dropped, not zeroed).
+
+An ``attention_mask`` is extended with zeros (attend) over the reference tokens, never dropped.
+A processor computes the reference attention only if it projects keys/values from
+``encoder_hidden_states`` in a self-attention; the classes known to do so are listed in
+``REFERENCE_PROCESSORS`` (diffusers' plain, SDPA, sliced, xformers, NPU and XLA processors).
+Any other processor on an ``attn1`` (PAG's identity processors ignore ``encoder_hidden_states``,
+fused QKV has no key projection for other tokens) raises when a reference is present, instead of
+silently dropping it; a verified custom class can be added to ``REFERENCE_PROCESSORS``.
+``attn2`` becomes a ``ContextAttention`` that only removes the ``emo`` key before diffusers'
+``Attention.forward`` (which would warn about an unexpected kwarg on every call).
 """
 
 from __future__ import annotations
@@ -19,130 +33,110 @@ from __future__ import annotations
 import logging
 
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from einops import repeat
+from diffusers.models import attention_processor as processors
+from diffusers.models.attention_processor import Attention
+
+from .conditioning import BackboneCall, ReferenceSink, apply_runs
 
 logger = logging.getLogger(__name__)
 
+MODES = ("concat", "cross")
 
-class ReferenceBank:
-    """Reference tokens per ``attn1`` name: ``name -> (b, L, c)``; cleared when the block exits.
-
-    ``rows: (b,) bool`` marks rows that may read reference tokens (False: CFG-unconditional).
-    ``frames``: Backbone tokens are ``(b*f, L, c)``, so reads repeat each row ``frames`` times.
-    """
-
-    def __init__(self, tokens: dict[str, torch.Tensor] | None = None,
-                 rows: torch.Tensor | None = None, frames: int = 1):
-        self.tokens: dict[str, torch.Tensor] = dict(tokens or {})
-        self.rows = rows
-        self.frames = frames
-        self.active = False
-
-    def __enter__(self) -> ReferenceBank:
-        self.active = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.active = False
-        self.tokens.clear()
-
-    def store(self, name: str, tokens: torch.Tensor) -> None:
-        self.tokens[name] = tokens
-
-    def read(self, name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(tokens (batch, L, c), row_mask (batch,) bool)`` for ``name``, or None if absent."""
-        if not self.active or name not in self.tokens:
-            return None
-        tokens = self.tokens[name]
-        if tokens.shape[0] * self.frames == batch:
-            tokens = repeat(tokens, "b l c -> (b f) l c", f=self.frames)
-        elif tokens.shape[0] != batch:  # (b*f, L, c): per-frame tokens are taken as given
-            raise ValueError(
-                f"reference tokens for {name} have batch {tokens.shape[0]} but the Backbone runs "
-                f"{batch} rows = batch x {self.frames} frames; expected batch "
-                f"{batch // max(self.frames, 1)} (or {batch} per-frame rows)"
-            )
-        # The row mask stays on the CPU: selecting rows needs its values on the host anyway
-        # (no device sync, and it works on the meta device for FLOP counts).
-        if self.rows is None:
-            rows = torch.ones(batch, dtype=torch.bool)
-        else:
-            rows = repeat(self.rows.to("cpu", torch.bool), "b -> (b f)", f=self.frames)
-        return tokens, rows
+# Processors whose self-attention path projects keys/values from ``encoder_hidden_states`` when
+# it is given (so ``concat`` reference attention is computed by them exactly).
+REFERENCE_PROCESSORS: set[type] = {
+    processors.AttnProcessor, processors.AttnProcessor2_0, processors.SlicedAttnProcessor,
+    processors.XFormersAttnProcessor, processors.AttnProcessorNPU,
+    processors.XLAFlashAttnProcessor2_0,
+}
 
 
-class BankSlot:
-    """Mutable holder for the bank of the current forward call, shared by a net's processors."""
-
-    def __init__(self):
-        self.bank: ReferenceBank | None = None
-        self.rows: int | None = None  # ReferenceNet: how many leading rows are reference rows
-
-
-class ReferenceWriteProcessor(AttnProcessor2_0):
-    """ReferenceNet ``attn1``: record the input tokens of the first ``slot.rows`` rows."""
-
-    def __init__(self, name: str, slot: BankSlot):
-        super().__init__()
-        self.name = name
-        self.slot = slot
-
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, *args, **kwargs):
-        bank = self.slot.bank
-        if bank is not None and bank.active:
-            rows = self.slot.rows or hidden_states.shape[0]
-            bank.store(self.name, hidden_states[:rows])
-        return super().__call__(attn, hidden_states, *args, **kwargs)
+def check_processor(attn: Attention) -> None:
+    """Raise unless ``attn``'s processor is known to attend to extra key/value tokens."""
+    processor = attn.processor
+    if type(processor) in REFERENCE_PROCESSORS:
+        return
+    name = type(processor).__name__
+    hint = ("call unet.unfuse_qkv_projections(): fused QKV has no key projection for the "
+            "reference tokens" if "Fused" in name else
+            "set one of " + ", ".join(sorted(c.__name__ for c in REFERENCE_PROCESSORS)) +
+            " on the attn1 modules, or add a verified class to "
+            "emo_core.models.reference_attention.REFERENCE_PROCESSORS")
+    raise ValueError(f"{getattr(attn, 'emo_name', 'attn1')} uses attention processor {name}, "
+                     f"which is not known to attend to reference tokens passed as "
+                     f"encoder_hidden_states; the reference would be dropped. {hint}")
 
 
-class ReferenceReadProcessor(AttnProcessor2_0):
-    """Backbone ``attn1``: self-attention that also attends to the bank's tokens for ``name``.
+class ContextAttention(Attention):
+    """``attn2`` of an EMO network: diffusers' ``Attention`` that ignores the ``emo`` kwarg."""
 
-    ``hidden_states: (b*f, L, c)``; reference tokens ``(b, Lr, c)`` are repeated per frame.
-    ``reference_attn`` (mode "cross") is a separate ``Attention`` with zero-initialised output.
-    """
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, emo=None,
+                **kwargs):
+        return super().forward(hidden_states, encoder_hidden_states, attention_mask, **kwargs)
 
-    def __init__(self, name: str, slot: BankSlot, mode: str = "concat",
-                 reference_attn: Attention | None = None):
-        super().__init__()
-        if mode not in ("concat", "cross"):
-            raise ValueError(f"reference attention mode must be 'concat' or 'cross', got {mode!r}")
-        if mode == "cross" and reference_attn is None:
-            raise ValueError("mode 'cross' needs a reference_attn module")
-        self.name = name
-        self.slot = slot
-        self.mode = mode
-        self.reference_attn = reference_attn
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, *args, **kwargs):
-        plain = super().__call__
-        bank = self.slot.bank
-        found = None if bank is None else bank.read(self.name, hidden_states.shape[0])
-        if found is None or attention_mask is not None:
-            return plain(attn, hidden_states, None, attention_mask, temb)
-        tokens, rows = found
-        index = rows.nonzero().flatten().to(hidden_states.device)
-        if index.numel() == hidden_states.shape[0]:
-            return self._with_reference(attn, hidden_states, tokens)
-        # Mixed CFG rows: unconditional rows run plain self-attention on their own, so they are
-        # what a run without reference gives (dropped tokens, not zeroed ones).
-        uncond = (~rows).nonzero().flatten().to(hidden_states.device)
-        out = torch.empty_like(hidden_states)
-        out.index_copy_(0, uncond, plain(attn, hidden_states[uncond], None, None, temb))
-        if index.numel():
-            with_ref = self._with_reference(attn, hidden_states[index], tokens[index])
-            out.index_copy_(0, index, with_ref.to(out.dtype))
-        return out
+class ReferenceAttention(ContextAttention):
+    """``attn1`` with reference attention; ``emo_name`` is its bank key (the module path)."""
 
-    def _with_reference(self, attn: Attention, hidden: torch.Tensor, tokens: torch.Tensor):
-        """``hidden: (n, L, c)``, ``tokens: (n, Lr, c)`` -> ``(n, L, c)``."""
+    emo_name: str
+    emo_role: str  # "write" (ReferenceNet) | "read" (Backbone)
+    emo_mode: str  # "concat" | "cross"
+
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, emo=None,
+                **kwargs):
+        """``hidden_states: (n, L, c)`` -> ``(n, L, c)``."""
+        plain = super().forward
+        if isinstance(emo, ReferenceSink):
+            emo.bank[self.emo_name] = hidden_states if emo.rows is None else hidden_states[:emo.rows]
+            return plain(hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+        if not isinstance(emo, BackboneCall) or encoder_hidden_states is not None:
+            return plain(hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+        tokens = emo.reference_tokens(self.emo_name, hidden_states.shape[0])
+        if tokens is None:
+            return plain(hidden_states, None, attention_mask, **kwargs)
+        if self.emo_mode == "concat":
+            check_processor(self)
+
+        def with_reference(rows, start, stop):
+            mask = None if attention_mask is None else attention_mask[start:stop]
+            return self._with_reference(rows, tokens[start:stop], mask, kwargs)
+
+        def without(rows, start, stop):
+            mask = None if attention_mask is None else attention_mask[start:stop]
+            return plain(rows, None, mask, **kwargs)
+
+        return apply_runs(hidden_states, emo.reference_runs, emo.frames, with_reference, without)
+
+    def _with_reference(self, hidden, tokens, mask, kwargs):
+        """``hidden: (n, L, c)``, ``tokens: (n, Lr, c)``, ``mask``: additive, last dim ``L``."""
         tokens = tokens.to(hidden.dtype)
-        if self.mode == "concat":
-            return super().__call__(attn, hidden, torch.cat([hidden, tokens], dim=1))
-        out = super().__call__(attn, hidden)
-        return out + self.reference_attn(hidden, encoder_hidden_states=tokens)
+        if self.emo_mode == "concat":
+            if mask is not None:  # the reference tokens are always attended to
+                mask = torch.cat([mask, mask.new_zeros(*mask.shape[:-1], tokens.shape[1])], -1)
+            keys = torch.cat([hidden, tokens], dim=1)
+            return Attention.forward(self, hidden, keys, mask, **kwargs)
+        out = Attention.forward(self, hidden, None, mask, **kwargs)
+        return out + self.__dict__["emo_reference_attn"](hidden, encoder_hidden_states=tokens)
+
+
+def make_reference_attention(attn1: Attention, name: str, role: str, mode: str = "concat",
+                             reference_attn: Attention | None = None) -> None:
+    """Turn ``attn1`` into a ``ReferenceAttention`` in place (parameters and processor kept).
+
+    ``reference_attn`` (mode "cross") is registered elsewhere (``attn_ref`` on the transformer
+    block); it is held here outside ``_modules`` so no state-dict name changes."""
+    if mode not in MODES:
+        raise ValueError(f"reference attention mode must be 'concat' or 'cross', got {mode!r}")
+    if mode == "cross" and role == "read" and reference_attn is None:
+        raise ValueError("mode 'cross' needs a reference_attn module")
+    attn1.__class__ = ReferenceAttention
+    attn1.emo_name, attn1.emo_role, attn1.emo_mode = name, role, mode
+    attn1.__dict__["emo_reference_attn"] = reference_attn
+
+
+def make_context_attention(attn2: Attention) -> None:
+    """Turn ``attn2`` into a ``ContextAttention`` in place."""
+    attn2.__class__ = ContextAttention
 
 
 def reference_cross_attention(attn1: Attention) -> Attention:

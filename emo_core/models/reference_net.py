@@ -2,7 +2,10 @@
 
 It hands the Backbone (a) the ``attn1`` input tokens of every spatial self-attention, from the
 reference rows (the reference bank), and (b) the features at the 21 temporal-module positions,
-from the motion-frame rows. ``conv_norm_out`` / ``conv_out`` are deleted: never read.
+from the motion-frame rows. It runs its UNet's own ``forward`` with a ``ReferenceSink`` in
+``cross_attention_kwargs``: the ``attn1`` modules write the bank into it and the site captures
+the motion features. The output head is never read: ``conv_norm_out = None`` (diffusers then
+skips norm and activation) and ``conv_out = nn.Identity()``, so no weights and ~0 FLOPs.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from einops import rearrange, repeat
+from torch import nn
 
 from .base import SubmodulesFirst
+from .compiled import CompilableUNet
+from .conditioning import KEY, ReferenceSink
 from .presets import unet_config
-from .reference_attention import BankSlot, ReferenceBank, ReferenceWriteProcessor
-from .sites import attn1_names, replace_output, unet_sites
+from .reference_attention import make_context_attention, make_reference_attention
+from .sites import SiteHook, attn1_names, install_site, unet_sites
 
 logger = logging.getLogger(__name__)
 
@@ -32,41 +38,39 @@ class ReferenceFeatures:
     motion: list[torch.Tensor] | None = None
 
 
-class _Capture:
-    """Forward hook at one temporal site: keeps the motion rows of the carrier's output."""
+class _Capture(SiteHook):
+    """One temporal site: keeps the motion rows (after the sink's reference rows) of the sample."""
 
-    def __init__(self, state: dict, index: int):
-        self.state = state
+    call_type = ReferenceSink
+
+    def __init__(self, index: int):
         self.index = index
 
-    def hook(self, module, args, output):
-        features = self.state.get("features")
-        if features is not None:
-            def keep(sample):
-                features[self.index] = sample[self.state["rows"]:]
-                return sample
-            replace_output(output, keep)
-        return output
+    def run(self, carrier, hidden, sink: ReferenceSink):
+        if sink.motion is not None:
+            sink.motion[self.index] = hidden[sink.rows:]
+        return hidden
 
 
-class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
+class ReferenceNet(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
     """``reference_net(reference_latents, motion_latents, context) -> ReferenceFeatures``."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, unet: dict | None = None):
         super().__init__()
         self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
         self.unet.conv_norm_out = None
-        self.unet.conv_out = None
         self.unet.conv_act = None
-        self._slot = BankSlot()
-        self._state: dict = {}
+        self.unet.conv_out = nn.Identity()
         self.bank_names = attn1_names(self.unet)
         for name in self.bank_names:
-            self.unet.get_submodule(name).set_processor(ReferenceWriteProcessor(name, self._slot))
+            make_reference_attention(self.unet.get_submodule(name), name, "write")
+            make_context_attention(self.unet.get_submodule(name[:-1] + "2"))
         self.num_sites = 0
         for index, site in enumerate(unet_sites(self.unet)):
-            site.carrier.register_forward_hook(_Capture(self._state, index).hook)
+            install_site(site, _Capture(index))
             self.num_sites += 1
 
     @classmethod
@@ -89,18 +93,10 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
         if motion_latents is not None:
             flat = rearrange(motion_latents, "b n c h w -> (b n) c h w")
             sample = torch.cat([reference_latents, flat.to(reference_latents.dtype)])
-        bank = ReferenceBank()
-        features: list | None = [None] * self.num_sites if motion_latents is not None else None
-        self._slot.rows = batch
-        self._state.update(rows=batch, features=features)
-        try:
-            with bank:
-                self._slot.bank = bank
-                self._run(sample, self._context(context, batch, rows, sample))
-                tokens = dict(bank.tokens)
-        finally:
-            self._slot.bank = None
-            self._state.clear()
+        sink = ReferenceSink(rows=batch, bank={},
+                             motion=[None] * self.num_sites if motion_latents is not None else None)
+        self._run(sample, self._context(context, batch, rows, sample), sink)
+        tokens, features = sink.bank, sink.motion
         motion = None
         if features is not None:
             n = motion_latents.shape[1]
@@ -113,35 +109,14 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
         if sample.ndim != 4 or context.ndim != 3 or context.shape[0] != sample.shape[0]:
             raise ValueError(f"sample (n, 4, h, w) and context (n, L, D) must share n, got "
                              f"{tuple(sample.shape)} and {tuple(context.shape)}")
-        bank = ReferenceBank()
-        self._slot.rows = None
-        try:
-            with bank:
-                self._slot.bank = bank
-                self._run(sample, context.to(sample.dtype))
-                return dict(bank.tokens)
-        finally:
-            self._slot.bank = None
+        sink = ReferenceSink(rows=None, bank={}, motion=None)
+        self._run(sample, context.to(sample.dtype), sink)
+        return sink.bank
 
-    def _run(self, sample: torch.Tensor, context: torch.Tensor) -> None:
-        """The UNet's own submodules up to the last up block (no output head), t = 0."""
-        unet = self.unet
-        timesteps = torch.zeros(sample.shape[0], device=sample.device)
-        emb = unet.time_embedding(unet.time_proj(timesteps).to(sample.dtype))
-        hidden = unet.conv_in(sample)
-        residuals = (hidden,)
-        for block in unet.down_blocks:
-            kwargs = {"encoder_hidden_states": context} if _cross(block) else {}
-            hidden, res = block(hidden, temb=emb, **kwargs)
-            residuals += res
-        hidden = unet.mid_block(hidden, emb, encoder_hidden_states=context)
-        for block in unet.up_blocks:
-            skips = residuals[-len(block.resnets):]
-            residuals = residuals[: -len(block.resnets)]
-            size = residuals[-1].shape[2:] if residuals else None
-            kwargs = {"encoder_hidden_states": context} if _cross(block) else {}
-            hidden = block(hidden, res_hidden_states_tuple=skips, temb=emb, upsample_size=size,
-                           **kwargs)
+    def _run(self, sample: torch.Tensor, context: torch.Tensor, sink: ReferenceSink) -> None:
+        """The UNet's own forward at t = 0; results land in ``sink`` (output head: identity)."""
+        self._call_unet(sample, 0, encoder_hidden_states=context,
+                        cross_attention_kwargs={KEY: sink}, return_dict=False)
 
     def _check(self, reference, motion) -> tuple[int, int]:
         channels = self.unet.config.in_channels
@@ -173,7 +148,3 @@ class ReferenceNet(SubmodulesFirst, ModelMixin, ConfigMixin):
         motion = repeat(context, "b l d -> (b n) l d", n=per_motion)
         return torch.cat([context, motion])
 
-
-def _cross(block) -> bool:
-    """Whether a diffusers UNet block takes ``encoder_hidden_states`` (text/context attention)."""
-    return bool(getattr(block, "has_cross_attention", False))

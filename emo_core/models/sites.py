@@ -2,9 +2,11 @@
 
 Temporal sites follow AnimateDiff v2 (21 for SD1.5 topology): after each spatial transformer of a
 cross-attention block, after each resnet of a block without attention, and after the mid-block
-transformer. Audio sites are the spatial-transformer sites (16). Layers are inserted with forward
-hooks on those carriers, so no diffusers block code is copied; the hooks are bound methods of small
-plain objects so ``copy.deepcopy`` of a model remaps them onto the copy.
+transformer. Audio sites are the spatial-transformer sites (16). Layers run after spatial
+transformers through kwargs-aware forward hooks and after resnets of attention-free blocks through
+the motion-block wrappers (``motion_blocks.py``); both read the call's conditioning from
+``cross_attention_kwargs`` (``conditioning.py``). The hooks are bound methods of small plain
+objects so ``copy.deepcopy`` of a model remaps them onto the copy.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
+
+from .conditioning import call_of
 
 
 @dataclass(frozen=True)
@@ -67,16 +71,41 @@ def replace_output(output, fn: Callable[[torch.Tensor], torch.Tensor]):
 
 
 class SiteHook:
-    """Base of the Backbone's per-site forward hooks: while the Backbone's call state is active,
-    ``apply`` (the subclass's per-site work on ``(b*f, c, h, w)``) replaces the block's sample;
-    outside a Backbone call the plain 2D UNet output passes unchanged."""
+    """Per-site work of one network (subclasses: the Backbone's audio + motion runners, the
+    ReferenceNet's motion-feature capture), run after the site's carrier.
 
-    state: object  # the Backbone's per-call state (``active`` and the site inputs)
+    Spatial-transformer sites use ``hook`` (a forward hook registered ``with_kwargs=True``: it
+    reads the call's conditioning from the transformer's ``cross_attention_kwargs``); resnet
+    sites are run by the motion-block wrappers (``motion_blocks.py``). Without conditioning
+    (``backbone.unet`` called alone) the plain 2D UNet output passes unchanged. When the carrier
+    has diffusers' ``gradient_checkpointing`` on, the site work is checkpointed with it.
+    """
 
-    def hook(self, module, args, output):
-        if not self.state.active:
+    call_type: type  # the conditioning class this site reads
+
+    def hook(self, module, args, kwargs, output):
+        call = call_of(kwargs.get("cross_attention_kwargs"))
+        if not isinstance(call, self.call_type):
             return output
-        return replace_output(output, self.apply)
+        return replace_output(output, lambda hidden: self.run(module, hidden, call))
 
-    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+    def run(self, carrier: nn.Module, hidden: torch.Tensor, call) -> torch.Tensor:
+        if torch.is_grad_enabled() and getattr(carrier, "gradient_checkpointing", False):
+            return carrier._gradient_checkpointing_func(self, hidden, call)
+        return self(hidden, call)
+
+    def __call__(self, hidden: torch.Tensor, call) -> torch.Tensor:
+        """``hidden: (b*f, c, h, w)`` -> the sample that replaces the carrier's output."""
         raise NotImplementedError
+
+
+def install_site(site: Site, runner: SiteHook) -> None:
+    """Run ``runner`` after ``site``: a kwargs-aware forward hook on a spatial transformer, or a
+    slot in the block's motion-block wrapper for a resnet site."""
+    from .motion_blocks import as_motion_block
+
+    if site.spatial:
+        site.carrier.register_forward_hook(runner.hook, with_kwargs=True)
+        return
+    block = as_motion_block(site.block)
+    block.emo_sites[site.index] = runner

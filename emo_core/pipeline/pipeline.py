@@ -80,6 +80,7 @@ class EMOPipeline:
         ``PreviewFn``) comes once per denoising step, just before that step's progress report.
         """
         settings = settings.validate().for_model(self.models.backbone.config)
+        self._set_compile(settings.compile)
         total_frames = int(audio.num_frames)
         speed = self._check_inputs(reference, audio, face_mask, speed, settings, total_frames)
         spans = clip_spans(total_frames, settings.frames_per_clip)
@@ -105,6 +106,13 @@ class EMOPipeline:
             if settings.motion_frames:
                 motion_latents = latents[:, -settings.motion_frames:]
 
+    def _set_compile(self, enabled: bool) -> None:
+        """``torch.compile`` both networks' UNet calls; compiled graphs stay cached on the
+        networks across clips and runs (one per call layout, see ``models/compiled.py``)."""
+        for net in (self.models.reference_net, self.models.backbone):
+            if bool(net.__dict__.get("compiled_calls")) != enabled:
+                net.compile_unet(enabled)
+
     # ------------------------------------------------------------------ steps
     def _denoise(self, span: ClipSpan, features, conditions: ClipConditions, plan: GuidancePlan,
                  settings: GenerationSettings, generator: torch.Generator,
@@ -125,8 +133,8 @@ class EMOPipeline:
             model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
             eps = self.models.backbone(
                 model_input.expand(plan.batch, *shape[1:]), timestep,
-                reference=features, reference_rows=plan.reference_rows.to(self.device),
-                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows.to(self.device),
+                reference=features, reference_rows=plan.reference_rows,
+                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows,
                 speed_tokens=conditions.speed_tokens, face_embedding=conditions.face_embedding,
                 context=self._context(plan.batch),
             )

@@ -76,6 +76,9 @@ class GenerationSettings:
     size: int = setting(
         512, "square generation size in pixels (the model is trained at 512)",
         minimum=64, maximum=2048, step=64, node=False)  # node: Encode Reference's size
+    compile: bool = setting(
+        False, "compile the ReferenceNet and Backbone with torch.compile (once per guidance "
+        "layout, reused across clips and runs): a slower first clip, faster after, mainly on a GPU")
 
     def replace(self, **changes) -> GenerationSettings:
         return replace(self, **changes)

@@ -80,9 +80,8 @@ def hallo_training_reference(models, reference_latents: torch.Tensor,
 
 
 def hallo_forward(models, noisy, timesteps, reference_latents, motion_latents, mask, audio,
-                  speed, reference_rows, audio_rows, motion_keep, checkpoint):
-    """Same arguments as ``EMOTrainingModule.forward`` (``checkpoint(fn, *args)`` wraps the
-    Backbone pass) -> prediction ``(b, f, 4, h, w)``."""
+                  speed, reference_rows, audio_rows, motion_keep):
+    """Same arguments as ``EMOTrainingModule.forward`` -> prediction ``(b, f, 4, h, w)``."""
     batch, frames = noisy.shape[:2]
     projection = models.image_projection
     identity = noisy.new_zeros(batch, projection.config.embedding_dim)
@@ -102,11 +101,7 @@ def hallo_forward(models, noisy, timesteps, reference_latents, motion_latents, m
     unet = models.backbone.unet
     masks = box_region_masks(mask, noisy.shape[-1], len(unet.config.block_out_channels),
                              frames)
-
-    def run_backbone(sample, face_embedding):
-        return models.backbone(
-            sample, timesteps, reference=reference, reference_rows=reference_rows,
-            audio_tokens=audio_tokens, speed_tokens=speed_tokens, face_embedding=face_embedding,
-            context=context, audio_masks=masks, motion_scale=(1.0, 1.0, 1.0))
-
-    return checkpoint(run_backbone, noisy, face)
+    return models.backbone(
+        noisy, timesteps, reference=reference, reference_rows=reference_rows,
+        audio_tokens=audio_tokens, speed_tokens=speed_tokens, face_embedding=face, context=context,
+        audio_masks=masks, motion_scale=(1.0, 1.0, 1.0))

@@ -11,7 +11,6 @@ import logging
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .config import DropoutConfig, TrainConfig
 from .losses import add_noise, diffusion_loss, sample_noise, training_target
@@ -37,9 +36,10 @@ def dropout_rows(batch: int, rates: DropoutConfig, generator: torch.Generator):
 class EMOTrainingModule(nn.Module):
     """``forward(noisy (b, f, 4, h, w), timesteps (b,), conditions) -> prediction (b, f, 4, h, w)``.
 
-    ``gradient_checkpointing`` recomputes the ReferenceNet and Backbone passes in backward. It
-    wraps whole passes rather than diffusers' per-block checkpointing because the EMO layers run
-    in forward hooks that read per-call state, which is gone when diffusers re-runs one block.
+    ``gradient_checkpointing`` turns on diffusers' per-block checkpointing in the ReferenceNet
+    and the Backbone (``enable_gradient_checkpointing``): every resnet, transformer block and EMO
+    site is recomputed in backward. The conditioning travels in the call's arguments, so the
+    recomputation sees the same inputs.
     """
 
     def __init__(self, models, stage: int, gradient_checkpointing: bool = False):
@@ -47,11 +47,11 @@ class EMOTrainingModule(nn.Module):
         self.models = models
         self.stage = stage
         self.gradient_checkpointing = gradient_checkpointing
-
-    def _maybe_checkpoint(self, fn, *args):
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
+        for net in (models.reference_net, models.backbone):
+            if gradient_checkpointing:
+                net.enable_gradient_checkpointing()
+            else:
+                net.disable_gradient_checkpointing()
 
     def forward(self, noisy, timesteps, reference_latents, motion_latents, mask, audio, speed,
                 reference_rows, audio_rows, motion_keep):
@@ -63,27 +63,19 @@ class EMOTrainingModule(nn.Module):
             from .hallo_step import hallo_forward
 
             return hallo_forward(models, noisy, timesteps, reference_latents, motion_latents,
-                                 mask, audio, speed, reference_rows, audio_rows, motion_keep,
-                                 self._maybe_checkpoint)
+                                 mask, audio, speed, reference_rows, audio_rows, motion_keep)
         batch = noisy.shape[0]
         context = models.context.expand(batch, -1, -1)
-        features = self._maybe_checkpoint(
-            lambda ref, mot: models.reference_net(ref, mot, context=context),
-            reference_latents, motion_latents)
+        features = models.reference_net(reference_latents, motion_latents, context=context)
         if features.motion is not None and motion_keep is not None:
             keep = motion_keep.to(noisy.dtype).view(-1, 1, 1, 1, 1)
             features = dataclasses.replace(features, motion=[m * keep for m in features.motion])
         audio_tokens = models.audio_projection(audio) if audio is not None else None
         speed_tokens = models.speed_encoder(speed) if speed is not None else None
-        face = models.face_locator(mask)
-
-        def run_backbone(sample, face_embedding):
-            return models.backbone(
-                sample, timesteps, reference=features, reference_rows=reference_rows,
-                audio_tokens=audio_tokens, audio_rows=audio_rows if audio is not None else None,
-                speed_tokens=speed_tokens, face_embedding=face_embedding, context=context)
-
-        return self._maybe_checkpoint(run_backbone, noisy, face)
+        return models.backbone(
+            noisy, timesteps, reference=features, reference_rows=reference_rows,
+            audio_tokens=audio_tokens, audio_rows=audio_rows if audio is not None else None,
+            speed_tokens=speed_tokens, face_embedding=models.face_locator(mask), context=context)
 
 
 @torch.no_grad()
