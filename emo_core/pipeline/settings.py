@@ -36,6 +36,13 @@ class GenerationSettings:
     guidance_reference: float = 2.0
     guidance_audio: float = 3.5
     guidance_mode: str = "separate"
+    # Guidance on a part of the steps only (docs/ARCHITECTURE.md, "Guidance schedule"): the
+    # branches run inside [guidance_start, guidance_end) (fractions of the steps, noisiest first,
+    # 0..1), every guidance_refresh-th step there (1..1000; the steps between reuse the last
+    # branch difference); every other step runs the conditional row alone.
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    guidance_refresh: int = 1
     frames_per_clip: int = 12
     motion_frames: int | None = None
     first_clip_motion: str = "zeros"
@@ -57,6 +64,12 @@ class GenerationSettings:
         if self.motion_frames is not None:
             _check_int("motion_frames", self.motion_frames, 0, 31)
         _check_int("decode_batch", self.decode_batch, 1, 1024)
+        _check_int("guidance_refresh", self.guidance_refresh, 1, 1000)
+        if not (math.isfinite(self.guidance_start) and math.isfinite(self.guidance_end)
+                and 0.0 <= self.guidance_start <= self.guidance_end <= 1.0):
+            raise EMOInputError(
+                "guidance_start and guidance_end must satisfy 0 <= start <= end <= 1 (fractions "
+                f"of the steps), got {self.guidance_start} and {self.guidance_end}")
         _check_int("seed", self.seed, 0, 2**64 - 1)
         if (self.motion_frames or 0) + self.frames_per_clip > 32:
             raise EMOInputError(
