@@ -13,9 +13,12 @@ The proof's "audio dropped" and long-video runs are left out (they do not depend
 schedule's cost/quality trade-off more than these and would triple the CPU time). Sampling noise:
 the same figures for several generation seeds of one scheme (``--seeds``); a scheme's figures
 are within noise of the default when they differ from its mean by at most two standard
-deviations across seeds. Prints (and appends to ``--out``) one JSON object per scheme and seed:
+deviations across seeds. Prints (and appends to ``--out``) one JSON object per scheme and seed;
+``--summary`` prints the comparison of what ``--out`` holds:
 
-    python benchmarks/bench_guidance_quality.py --schemes separate interval-0.4 --seeds 0 1 2
+    python benchmarks/bench_guidance_quality.py --schemes separate refresh-3 --seeds 0 1 2 \
+        --speeds 0 5
+    python benchmarks/bench_guidance_quality.py --summary
 """
 
 from __future__ import annotations
@@ -59,6 +62,28 @@ def measure(evaluator, seeds, speeds, frames: int) -> dict:
             "speed_slope": float(np.polyfit(speeds, measured, 1)[0])}
 
 
+def summary(records: list[dict], default: str = "separate") -> list[dict]:
+    """Per scheme: mean figures over its seeds, the paired difference from ``default`` on the
+    same seeds, and ``default``'s noise (two standard deviations across its seeds). The slope is
+    taken between the first and last requested speed, so runs over 0..5 and over (0, 5) agree."""
+    def figures(record):
+        measured = record["speed_measured"]
+        return np.array([record["lip_sync_corr"], record["identity_error"],
+                         (measured[-1] - measured[0]) / 5.0])
+
+    base = {r["seed"]: figures(r) for r in records if r["scheme"] == default}
+    noise = 2 * np.std(list(base.values()), axis=0, ddof=1) if len(base) > 1 else None
+    rows = []
+    for name in dict.fromkeys(r["scheme"] for r in records):
+        own = {r["seed"]: figures(r) for r in records if r["scheme"] == name}
+        paired = [own[s] - base[s] for s in own if s in base]
+        rows.append({"scheme": name, "seeds": sorted(own),
+                     "mean": np.mean(list(own.values()), axis=0).round(4).tolist(),
+                     "paired_difference": np.mean(paired, axis=0).round(4).tolist(),
+                     "noise": None if noise is None else noise.round(4).tolist()})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
@@ -67,7 +92,15 @@ def main(argv=None) -> int:
     parser.add_argument("--speeds", nargs="+", type=float, default=None,
                         help="requested speeds of the slope (default: the proof's 0..5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "guidance_quality.jsonl")
+    parser.add_argument("--summary", action="store_true",
+                        help="only print the per-scheme summary of the records in --out "
+                        "(figures: lip sync r, identity error, speed slope)")
     args = parser.parse_args(argv)
+    if args.summary:
+        records = [json.loads(line) for line in args.out.read_text().splitlines() if line]
+        for row in summary(records):
+            print(json.dumps(row))
+        return 0
 
     from emo_core.io.emo_checkpoint import load_emo_checkpoint
     from emo_core.io.wav2vec import load_wav2vec

@@ -66,6 +66,14 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                         default=defaults.guidance_mode,
                         help="separate: 3 branches, one scale each; joint: 2 branches, "
                         "--guidance-reference used for both (faster)")
+    parser.add_argument("--guidance-start", type=float, default=defaults.guidance_start,
+                        help="fraction of the steps (0..1, noisiest first) where guidance starts")
+    parser.add_argument("--guidance-end", type=float, default=defaults.guidance_end,
+                        help="fraction of the steps (0..1) where guidance ends; later steps run "
+                        "the conditional branch alone (1 = guidance at every step, slowest)")
+    parser.add_argument("--guidance-refresh", type=int, default=defaults.guidance_refresh,
+                        help="run the guidance branches every N-th step inside the interval and "
+                        "reuse their last difference in between (1 = every step)")
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--speed", type=float, default=None,
                        help="constant head rotation speed in degrees/frame (default 2.0)")
@@ -104,7 +112,9 @@ def settings_from_args(args) -> GenerationSettings:
     return GenerationSettings(
         fps=args.fps, steps=args.steps, seed=args.seed,
         guidance_reference=args.guidance_reference, guidance_audio=args.guidance_audio,
-        guidance_mode=args.guidance_mode, frames_per_clip=args.frames_per_clip,
+        guidance_mode=args.guidance_mode, guidance_start=args.guidance_start,
+        guidance_end=args.guidance_end, guidance_refresh=args.guidance_refresh,
+        frames_per_clip=args.frames_per_clip,
         motion_frames=args.motion_frames, first_clip_motion=args.first_clip_motion,
         scheduler=args.scheduler, size=args.size,
     )

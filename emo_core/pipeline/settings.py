@@ -42,7 +42,7 @@ class GenerationSettings:
     # branch difference); every other step runs the conditional row alone.
     guidance_start: float = 0.0
     guidance_end: float = 1.0
-    guidance_refresh: int = 1
+    guidance_refresh: int = 3
     frames_per_clip: int = 12
     motion_frames: int | None = None
     first_clip_motion: str = "zeros"
