@@ -99,13 +99,14 @@ def _clip_inputs(pipe, size: int, frames: int, motion: int):
     return reference, audio, mask, motion_latents, latents
 
 
-def measure(pipe, changes: dict, size: int, steps: int) -> dict:
+def measure(pipe, changes: dict, size: int, steps: int, cache: dict | None = None) -> dict:
     """GFLOP per generated frame per step for the CLI defaults with ``changes`` (guidance
     fields), split by module; ``total`` is the sum of the split. The Backbone is counted once
     for the full guidance rows and once for the conditional row alone, and averaged over the
     steps as the schedule (:func:`step_kinds`) runs them."""
     from emo_core.pipeline.clips import clip_spans
 
+    cache = {} if cache is None else cache
     settings = GenerationSettings(size=size, steps=steps, **changes)
     settings = settings.for_model(pipe.models.backbone.config)
     frames, motion = settings.frames_per_clip, settings.motion_frames
@@ -121,9 +122,12 @@ def measure(pipe, changes: dict, size: int, steps: int) -> dict:
             features=pipe._reference_features(reference, motion_latents, plan.batch)))
         conditions, parts = count(lambda: state.update(conditions=pipe._clip_conditions(
             span, audio, mask, torch.full((2 * frames,), 2.0), plan, 2 * frames)))
-        per_rows = {rows.batch: _count_step(pipe, latents, state, rows)
-                    for rows in (guided.plan(i) for i in range(steps))}
-        backbone = sum(per_rows[guided.plan(i).batch] for i in range(steps)) / steps
+        # Count each distinct set of rows once (a step costs what its rows cost); ``cache``
+        # carries the counts across schemes (the FLOPs depend on the rows, not the weights).
+        for rows in {_rows_key(guided.plan(i)): guided.plan(i) for i in range(steps)}.values():
+            if _rows_key(rows) not in cache:
+                cache[_rows_key(rows)] = _count_step(pipe, latents, state, rows)
+        backbone = sum(cache[_rows_key(guided.plan(i))] for i in range(steps)) / steps
         vae = pipe.models.vae
         vae_decode, _ = count(lambda: [vae.decode(latents[0, i:i + settings.decode_batch])
                                        for i in range(0, frames, settings.decode_batch)])
@@ -138,6 +142,10 @@ def measure(pipe, changes: dict, size: int, steps: int) -> dict:
     return {"rows": plan.batch, "rows_per_step": rows_per_step(plan, guided.kinds),
             "frames_per_clip": frames, "motion_frames": motion, "split": split,
             "total": sum(split.values())}
+
+
+def _rows_key(rows) -> tuple:
+    return tuple(rows.reference_rows.tolist()), tuple(rows.audio_rows.tolist())
 
 
 def _count_step(pipe, latents, state: dict, rows) -> float:
@@ -162,9 +170,9 @@ def _is_default(changes: dict) -> bool:
 
 def lines(size: int = 512, steps: int = 40, preset: str = "sd15", device: str = "meta"):
     """One record per guidance scheme of :data:`SCHEMES`; ``default`` marks the CLI defaults."""
-    pipe = build_pipeline(preset, device)
+    pipe, cache = build_pipeline(preset, device), {}
     for name, changes in SCHEMES.items():
-        result = measure(pipe, changes, size, steps)
+        result = measure(pipe, changes, size, steps, cache)
         yield {"scheme": name, "mode": changes["guidance_mode"],
                "guidance_start": changes["guidance_start"],
                "guidance_end": changes["guidance_end"],
