@@ -38,7 +38,8 @@ def test_meta_count_equals_a_real_cpu_run_at_tiny_size(tiny_meta):
 def test_per_clip_parts_are_amortised_over_the_steps(tiny_meta):
     twice = list(bench.lines(64, 8, preset="tiny", device="meta"))
     for four, eight in zip(tiny_meta, twice, strict=True):
-        assert eight["split"]["backbone"] == four["split"]["backbone"]
+        if four["rows_per_step"] == four["rows"]:  # a schedule's mix depends on the steps
+            assert eight["split"]["backbone"] == four["split"]["backbone"]
         for name in ("reference_net", "vae_decode", "audio_projection"):
             assert eight["split"][name] == pytest.approx(four["split"][name] / 2, abs=1e-4)
 
