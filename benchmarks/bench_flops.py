@@ -9,8 +9,10 @@ motion frames) for every guidance mode:
   (ReferenceNet on the reference + motion latents) and ``EMOPipeline._clip_conditions``
   (audio projection, speed encoder, face locator), and the VAE decode of the clip's frames
   (``vae.decode``, as ``decode_latents`` calls it; its uint8 copy to numpy cannot run on meta);
-* per step: the Backbone forward with the arguments ``EMOPipeline._denoise`` passes (all
-  guidance rows batched, :func:`plan_guidance` rows and masks). The step itself is called here,
+* per step: the Backbone forward with the arguments ``EMOPipeline._denoise`` passes (the
+  step's guidance rows batched, :func:`plan_guidance` rows and masks; a guidance schedule runs
+  the full rows on some steps and the conditional row alone on the others, so both are counted
+  and averaged over the steps as :func:`step_kinds` schedules them). The step itself is called here,
   not through ``_denoise``: the pipeline moves the row masks to its device, and on meta the
   masks' values (which rows get reference/audio) cannot be read back. The scheduler's
   element-wise update counts no FLOPs.
@@ -18,7 +20,8 @@ motion frames) for every guidance mode:
 The speed encoder checks its bucket values (a data-dependent ``item()``), so on meta it runs as a
 CPU copy of the same config on the same shapes. Per-clip work is amortised over
 ``frames_per_clip x steps``; the reference's one VAE encode per video is left out (it vanishes
-per frame). Prints one JSON object per guidance mode:
+per frame). Prints one JSON object per guidance scheme of ``benchmarks/guidance_schemes.py``
+(``default``: true on the CLI defaults' scheme):
 
     python benchmarks/bench_flops.py [--size 512] [--steps 40]
 """
@@ -36,8 +39,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.flops_common import count, module_gflop  # noqa: E402
-from emo_core.pipeline.guidance import plan_guidance  # noqa: E402
-from emo_core.pipeline.settings import GUIDANCE_MODES, GenerationSettings  # noqa: E402
+from benchmarks.guidance_schemes import SCHEMES  # noqa: E402
+from emo_core.pipeline.guidance import (  # noqa: E402
+    GuidedSteps,
+    plan_guidance,
+    rows_per_step,
+    step_kinds,
+)
+from emo_core.pipeline.settings import GenerationSettings  # noqa: E402
 
 TIMESTEP = 500  # any timestep: FLOPs do not depend on it
 
@@ -90,15 +99,21 @@ def _clip_inputs(pipe, size: int, frames: int, motion: int):
     return reference, audio, mask, motion_latents, latents
 
 
-def measure(pipe, mode: str, size: int, steps: int) -> dict:
-    """GFLOP per generated frame per step for guidance ``mode`` (CLI defaults otherwise),
-    split by module; ``total`` is the sum of the split."""
+def measure(pipe, changes: dict, size: int, steps: int, cache: dict | None = None) -> dict:
+    """GFLOP per generated frame per step for the CLI defaults with ``changes`` (guidance
+    fields), split by module; ``total`` is the sum of the split. The Backbone is counted once
+    for the full guidance rows and once for the conditional row alone, and averaged over the
+    steps as the schedule (:func:`step_kinds`) runs them."""
     from emo_core.pipeline.clips import clip_spans
 
-    settings = GenerationSettings(size=size, steps=steps, guidance_mode=mode)
+    cache = {} if cache is None else cache
+    settings = GenerationSettings(size=size, steps=steps, **changes)
     settings = settings.for_model(pipe.models.backbone.config)
     frames, motion = settings.frames_per_clip, settings.motion_frames
-    plan = plan_guidance(mode, settings.guidance_reference, settings.guidance_audio)
+    plan = plan_guidance(settings.guidance_mode, settings.guidance_reference,
+                         settings.guidance_audio)
+    guided = GuidedSteps(plan, step_kinds(steps, settings.guidance_start, settings.guidance_end,
+                                          settings.guidance_refresh))
     reference, audio, mask, motion_latents, latents = _clip_inputs(pipe, size, frames, motion)
     span = clip_spans(2 * frames, frames)[1]
     state = {}
@@ -107,13 +122,12 @@ def measure(pipe, mode: str, size: int, steps: int) -> dict:
             features=pipe._reference_features(reference, motion_latents, plan.batch)))
         conditions, parts = count(lambda: state.update(conditions=pipe._clip_conditions(
             span, audio, mask, torch.full((2 * frames,), 2.0), plan, 2 * frames)))
-        cond = state["conditions"]
-        backbone, _ = count(lambda: pipe.models.backbone(
-            latents.expand(plan.batch, *latents.shape[1:]), TIMESTEP,
-            reference=state["features"], reference_rows=plan.reference_rows,
-            audio_tokens=cond.audio_tokens, audio_rows=plan.audio_rows,
-            speed_tokens=cond.speed_tokens, face_embedding=cond.face_embedding,
-            context=pipe._context(plan.batch)))
+        # Count each distinct set of rows once (a step costs what its rows cost); ``cache``
+        # carries the counts across schemes (the FLOPs depend on the rows, not the weights).
+        for rows in {_rows_key(guided.plan(i)): guided.plan(i) for i in range(steps)}.values():
+            if _rows_key(rows) not in cache:
+                cache[_rows_key(rows)] = _count_step(pipe, latents, state, rows)
+        backbone = sum(cache[_rows_key(guided.plan(i))] for i in range(steps)) / steps
         vae = pipe.models.vae
         vae_decode, _ = count(lambda: [vae.decode(latents[0, i:i + settings.decode_batch])
                                        for i in range(0, frames, settings.decode_batch)])
@@ -125,18 +139,47 @@ def measure(pipe, mode: str, size: int, steps: int) -> dict:
                 "vae_decode": vae_decode}
     split = {"backbone": backbone / frames,
              **{name: value / (frames * steps) for name, value in per_clip.items()}}
-    return {"rows": plan.batch, "frames_per_clip": frames, "motion_frames": motion,
-            "split": split, "total": sum(split.values())}
+    return {"rows": plan.batch, "rows_per_step": rows_per_step(plan, guided.kinds),
+            "frames_per_clip": frames, "motion_frames": motion, "split": split,
+            "total": sum(split.values())}
+
+
+def _rows_key(rows) -> tuple:
+    return tuple(rows.reference_rows.tolist()), tuple(rows.audio_rows.tolist())
+
+
+def _count_step(pipe, latents, state: dict, rows) -> float:
+    """GFLOP of one Backbone forward over ``rows`` (a :class:`GuidancePlan`), as ``_denoise``
+    calls it (the first ``rows.batch`` rows of the per-clip features and conditions)."""
+    from emo_core.pipeline.pipeline import _first_rows
+
+    features, cond = _first_rows(state["features"], state["conditions"], rows.batch)
+    gflop, _ = count(lambda: pipe.models.backbone(
+        latents.expand(rows.batch, *latents.shape[1:]), TIMESTEP,
+        reference=features, reference_rows=rows.reference_rows,
+        audio_tokens=cond.audio_tokens, audio_rows=rows.audio_rows,
+        speed_tokens=cond.speed_tokens, face_embedding=cond.face_embedding,
+        context=pipe._context(rows.batch)))
+    return gflop
+
+
+def _is_default(changes: dict) -> bool:
+    defaults = GenerationSettings()
+    return all(getattr(defaults, name) == value for name, value in changes.items())
 
 
 def lines(size: int = 512, steps: int = 40, preset: str = "sd15", device: str = "meta"):
-    """One record per guidance mode; ``default`` marks the CLI defaults' mode."""
-    pipe = build_pipeline(preset, device)
-    default = GenerationSettings().guidance_mode
-    for mode in GUIDANCE_MODES:
-        result = measure(pipe, mode, size, steps)
-        yield {"mode": mode, "size": size, "steps": steps, "default": mode == default,
-               "rows": result["rows"], "frames_per_clip": result["frames_per_clip"],
+    """One record per guidance scheme of :data:`SCHEMES`; ``default`` marks the CLI defaults."""
+    pipe, cache = build_pipeline(preset, device), {}
+    for name, changes in SCHEMES.items():
+        result = measure(pipe, changes, size, steps, cache)
+        yield {"scheme": name, "mode": changes["guidance_mode"],
+               "guidance_start": changes["guidance_start"],
+               "guidance_end": changes["guidance_end"],
+               "guidance_refresh": changes["guidance_refresh"],
+               "size": size, "steps": steps, "default": _is_default(changes),
+               "rows": result["rows"], "rows_per_step": round(result["rows_per_step"], 4),
+               "frames_per_clip": result["frames_per_clip"],
                "motion_frames": result["motion_frames"],
                "gflops_per_frame_step": round(result["total"], 4),
                "split": {name: round(value, 4) for name, value in result["split"].items()}}

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 # checkpoint (SettingSpec.node=False).
 SAMPLER_WIDGETS = ("seed", "steps", "guidance_reference", "guidance_audio", "guidance_mode",
                    "frames_per_clip", "motion_frames", "first_clip_motion", "scheduler",
-                   "decode_images", "decode_batch", "compile")
+                   "decode_images", "decode_batch", "guidance_start", "guidance_end",
+                   "guidance_refresh", "compile")
 NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; turn "
              "decode_images on, or decode the latent output with Frames to Video")
 

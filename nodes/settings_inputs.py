@@ -21,9 +21,10 @@ from .comfy_bridge import io
 # ComfyUI-only widget options, by field name.
 WIDGET_EXTRAS = {
     "seed": {"control_after_generate": True},
-    # added after workflows were shared: optional, so an API prompt saved without it still
-    # validates (absent = the field's default, off)
-    "compile": {"optional": True},
+    # added after workflows were shared: optional, so an API prompt saved without them still
+    # validates (absent = the field's default)
+    **{name: {"optional": True}
+       for name in ("guidance_start", "guidance_end", "guidance_refresh", "compile")},
 }
 
 

@@ -118,7 +118,8 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
             "seed": 0, "steps": steps, "guidance_reference": 2.0, "guidance_audio": 3.5,
             "guidance_mode": "separate", "frames_per_clip": 12, "motion_frames": 4,
             "first_clip_motion": "zeros", "scheduler": "ddim", "decode_images": sampler_decode,
-            "decode_batch": 8, "compile": False},
+            "decode_batch": 8, "guidance_start": 0.0, "guidance_end": 1.0, "guidance_refresh": 3,
+            "compile": False},
             {"emo_models": (3, 0), "reference": (4, 0), "emo_audio": (5, 0),
              "face_mask": (6, 0), "emo_speed": (7, 0)}, size=(320, 420)),
     ]

@@ -55,3 +55,55 @@ def plan_guidance(mode: str, scale_reference: float, scale_audio: float) -> Guid
         audio_rows=torch.tensor([name == "ra" for name, _ in kept]),
         weights=torch.tensor([w for _, w in kept], dtype=torch.float64),
     )
+
+
+# What one denoising step does with the guidance branches (see GuidedSteps).
+FULL, REUSE, OFF = "full", "reuse", "off"
+
+
+def step_kinds(steps: int, start: float, end: float, refresh: int) -> tuple[str, ...]:
+    """Per step (0 = noisiest): ``FULL`` inside the interval ``[start, end)`` of the steps
+    (fractions, rounded to whole steps) every ``refresh``-th step from its first, ``REUSE``
+    between those, ``OFF`` outside the interval."""
+    low, high = round(start * steps), round(end * steps)
+    return tuple(OFF if not low <= i < high else FULL if (i - low) % refresh == 0 else REUSE
+                 for i in range(steps))
+
+
+class GuidedSteps:
+    """Guidance of one clip's denoising loop, step by step.
+
+    A ``FULL`` step runs every branch of ``plan`` and mixes them. ``OFF`` and ``REUSE`` steps run
+    the conditional row only (``ra``, always the plan's last row): ``OFF`` returns it as it is,
+    ``REUSE`` adds the guidance correction ``guided - ra`` of the last ``FULL`` step. The
+    correction is a fixed combination of branch differences, ``(s_ref - 1)(r - u) +
+    (s_aud - 1)(ra - r)`` for separate guidance, so reusing it reuses those differences.
+    Holds per-clip state: make one per clip.
+    """
+
+    def __init__(self, plan: GuidancePlan, kinds: tuple[str, ...]):
+        self.full = plan
+        self.kinds = kinds
+        self.conditional = GuidancePlan(reference_rows=plan.reference_rows[-1:],
+                                        audio_rows=plan.audio_rows[-1:],
+                                        weights=torch.ones(1, dtype=torch.float64))
+        self._correction: torch.Tensor | None = None
+
+    def plan(self, step: int) -> GuidancePlan:
+        """The rows to run at ``step``."""
+        return self.full if self.kinds[step] == FULL else self.conditional
+
+    def combine(self, step: int, eps: torch.Tensor) -> torch.Tensor:
+        """``eps: (plan(step).batch, f, c, h, w)`` -> guided ``(1, f, c, h, w)``."""
+        kind = self.kinds[step]
+        guided = self.plan(step).combine(eps)
+        if kind == FULL and REUSE in self.kinds[step + 1:]:
+            self._correction = guided - eps[-1:]
+        elif kind == REUSE:
+            guided = guided + self._correction
+        return guided
+
+
+def rows_per_step(plan: GuidancePlan, kinds: tuple[str, ...]) -> float:
+    """Mean Backbone rows per step of a schedule (the cost relative to one conditional row)."""
+    return sum(plan.batch if kind == FULL else 1 for kind in kinds) / len(kinds)

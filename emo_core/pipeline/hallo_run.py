@@ -32,6 +32,9 @@ HALLO_FACE_HINT = ("a Hallo checkpoint needs a face embedding: pass the insightf
 HALLO_FIXED_SETTINGS = {
     "guidance_mode": "one joint CFG scale (guidance_reference sets it)",
     "guidance_audio": "one joint CFG scale (guidance_reference sets it)",
+    "guidance_start": "CFG at every step",
+    "guidance_end": "CFG at every step",
+    "guidance_refresh": "CFG at every step",
     "frames_per_clip": "the checkpoint's clip length (its motion modules are trained on it)",
     "motion_frames": "the checkpoint's motion frames (its motion modules are trained on them)",
     "first_clip_motion": "the reference as the first clip's motion frames",
@@ -42,7 +45,8 @@ HALLO_FIXED_SETTINGS = {
 
 def hallo_values(sampling_config: dict) -> dict:
     """The GenerationSettings values that say what Hallo does anyway (never warned about)."""
-    return {"guidance_mode": "joint", "guidance_audio": None,
+    return {"guidance_mode": "joint", "guidance_audio": None, "guidance_start": 0.0,
+            "guidance_end": 1.0, "guidance_refresh": 1,
             "frames_per_clip": sampling_config.get("clip_frames", 16),
             "motion_frames": sampling_config.get("motion_frames", 2),
             "first_clip_motion": "reference", "scheduler": "ddim-vpred-trailing",

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import EMOCancelled, EMOInputError
 from .clips import ClipSpan, clip_spans
-from .guidance import GuidancePlan, plan_guidance
+from .guidance import GuidancePlan, GuidedSteps, plan_guidance, step_kinds
 from .reference import EncodedReference, decode_latents
 from .scheduler import make_scheduler
 from .settings import GenerationSettings
@@ -128,17 +128,22 @@ class EMOPipeline:
         shape = (1, span.length, self.models.backbone.in_channels, side, side)
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         latents = noise.to(self.device) * scheduler.init_noise_sigma
+        guided = GuidedSteps(plan, step_kinds(len(scheduler.timesteps), settings.guidance_start,
+                                              settings.guidance_end, settings.guidance_refresh))
         for step, timestep in enumerate(scheduler.timesteps):
             _check_cancel(cancel, f"cancelled at clip {span.index + 1}, step {step + 1}")
             model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
+            rows = guided.plan(step)  # this step's rows: the first rows.batch of plan's
+            step_features, step_conditions = _first_rows(features, conditions, rows.batch)
             eps = self.models.backbone(
-                model_input.expand(plan.batch, *shape[1:]), timestep,
-                reference=features, reference_rows=plan.reference_rows,
-                audio_tokens=conditions.audio_tokens, audio_rows=plan.audio_rows,
-                speed_tokens=conditions.speed_tokens, face_embedding=conditions.face_embedding,
-                context=self._context(plan.batch),
+                model_input.expand(rows.batch, *shape[1:]), timestep,
+                reference=step_features, reference_rows=rows.reference_rows,
+                audio_tokens=step_conditions.audio_tokens, audio_rows=rows.audio_rows,
+                speed_tokens=step_conditions.speed_tokens,
+                face_embedding=step_conditions.face_embedding,
+                context=self._context(rows.batch),
             )
-            eps = plan.combine(eps.float())
+            eps = guided.combine(step, eps.float())
             output = scheduler.step(eps, timestep, latents)
             latents = output.prev_sample
             if preview is not None:
@@ -226,6 +231,20 @@ class EMOPipeline:
                 f"got shape {tuple(speed.shape)}"
             )
         return speed
+
+
+def _first_rows(features, conditions: ClipConditions, batch: int):
+    """The first ``batch`` rows of the per-clip inputs (views; every row holds the same values,
+    broadcast to the full guidance plan's rows)."""
+    if batch == conditions.audio_tokens.shape[0]:
+        return features, conditions
+    bank = {name: tokens[:batch] for name, tokens in features.bank.items()}
+    motion = None if features.motion is None else [m[:batch] for m in features.motion]
+    face = conditions.face_embedding
+    return (dataclasses.replace(features, bank=bank, motion=motion),
+            ClipConditions(audio_tokens=conditions.audio_tokens[:batch],
+                           speed_tokens=conditions.speed_tokens[:batch],
+                           face_embedding=None if face is None else face[:batch]))
 
 
 def _report(progress: ProgressFn | None, done: int, total: int) -> None:

@@ -54,6 +54,17 @@ class GenerationSettings:
     guidance_mode: str = setting(
         "separate", "separate: reference and audio scales apart (3 model passes per step); "
         "joint: the reference scale for both (2 passes, faster)", choices=GUIDANCE_MODES)
+    # Guidance on a part of the steps only (docs/ARCHITECTURE.md, "Guidance schedule").
+    guidance_start: float = setting(
+        0.0, "fraction of the steps (noisiest first) where guidance starts",
+        minimum=0.0, maximum=1.0, step=0.01)
+    guidance_end: float = setting(
+        1.0, "fraction of the steps where guidance ends; later steps run the conditional branch "
+        "alone (1 = guidance to the last step)", minimum=0.0, maximum=1.0, step=0.01)
+    guidance_refresh: int = setting(
+        3, "run the guidance branches every N-th step inside the interval and reuse their last "
+        "difference in between (1 = every step, the slowest; 3 measured as good as 1, README)",
+        minimum=1, maximum=1000)
     frames_per_clip: int = setting(
         12, "frames generated together (paper: 12): longer clips are smoother but use more "
         "memory; clip + motion frames must fit the checkpoint's temporal position table",
@@ -87,6 +98,10 @@ class GenerationSettings:
         """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
         for item in SETTINGS.values():
             check_setting(item, getattr(self, item.name))
+        if self.guidance_start > self.guidance_end:
+            raise EMOInputError(
+                "guidance_start must not be above guidance_end (fractions of the steps), got "
+                f"{self.guidance_start} and {self.guidance_end}")
         if (self.motion_frames or 0) + self.frames_per_clip > MAX_CLIP_FRAMES:
             raise EMOInputError(
                 f"motion_frames + frames_per_clip must be <= {MAX_CLIP_FRAMES} (the largest "
