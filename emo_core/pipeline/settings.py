@@ -52,8 +52,9 @@ class GenerationSettings:
         "stronger mouth motion, artefacts beyond ~6; unused in joint mode",
         minimum=0.0, maximum=30.0, step=0.1)
     guidance_mode: str = setting(
-        "separate", "separate: reference and audio scales apart (3 model passes per step); "
-        "joint: the reference scale for both (2 passes, faster)", choices=GUIDANCE_MODES)
+        "separate", "separate: reference and audio scales apart (3 rows on each guided step, "
+        "see guidance_refresh); joint: the reference scale for both (2 rows, faster)",
+        choices=GUIDANCE_MODES)
     # Guidance on a part of the steps only (docs/ARCHITECTURE.md, "Guidance schedule").
     guidance_start: float = setting(
         0.0, "fraction of the steps (noisiest first) where guidance starts",
