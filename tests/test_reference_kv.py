@@ -105,3 +105,30 @@ def test_a_config_the_fast_path_does_not_match_falls_back(double):
             assert ATTN1 not in models.backbone.project_reference(generic).kv
     finally:
         attn1.rescale_output_factor = 1.0
+
+
+def test_the_backbone_saves_exactly_the_per_frame_reference_projections(double):
+    # FLOPs depend on shapes only; the math SDPA backend makes attention visible to the counter.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from benchmarks.flops_common import count
+
+    models, generic, fast, inputs = double
+    # Frozen parameters: torch's module tracker cannot hook no-grad views of trainable ones.
+    params = [p for p in models.parameters() if p.requires_grad]
+    try:
+        for param in params:
+            param.requires_grad_(False)
+        with sdpa_kernel(SDPBackend.MATH):
+            before, _ = count(lambda: _run(models, generic, inputs))
+            after, _ = count(lambda: _run(models, fast, inputs))
+    finally:
+        for param in params:
+            param.requires_grad_(True)
+    frames, referenced = inputs["sample"].shape[1], sum(ROWS)
+    saved = 0  # to_k and to_v of every reference token, for every frame of every referenced row
+    for name, tokens in generic.bank.items():
+        attn1 = models.backbone.unet.get_submodule(name)
+        saved += 2 * 2 * tokens.shape[1] * tokens.shape[2] * attn1.inner_dim
+    assert before - after == pytest.approx(saved * frames * referenced / 1e9, rel=1e-9)
+    assert after < before
