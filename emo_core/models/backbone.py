@@ -14,6 +14,7 @@ Without it the sites do nothing: ``backbone.unet`` alone is the plain 2D UNet.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -261,7 +262,18 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
                                   self.config.speed_token_dim),
             motion=None if motion is None else tuple(motion),
             zero_motion=0 if motion is not None else int(self.config.motion_frames),
-            hallo=hallo)
+            hallo=hallo, kv=getattr(reference, "kv", None) or {})
+
+    def project_reference(self, features):
+        """``features`` (``ReferenceFeatures``) with ``kv`` filled: every attn1 that takes the
+        fast path (``ReferenceAttention.projects_reference``) gets its ``to_k``/``to_v`` of the
+        bank tokens once, here, instead of once per frame, guidance row and step."""
+        kv = {}
+        for name, tokens in features.bank.items():
+            attn1 = self.unet.get_submodule(name)
+            if attn1.projects_reference():
+                kv[name] = attn1.project_reference(tokens)
+        return dataclasses.replace(features, kv=kv)
 
     # ------------------------------------------------------------------ input checks
     def _check_sample(self, sample: torch.Tensor) -> tuple[int, int]:

@@ -101,12 +101,25 @@ class BackboneCall:
     motion: tuple[torch.Tensor, ...] | None
     zero_motion: int = 0  # without motion features: this many zero motion frames per site
     hallo: HalloInputs | None = None
+    # attn1 name -> precomputed reference (keys, values), each (b, L, inner); see ReferenceFeatures
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
     def reference_tokens(self, name: str, rows: int) -> torch.Tensor | None:
         """Bank tokens for ``name`` repeated per frame: ``(rows = b*f, L, c)``, or None."""
         tokens = self.bank.get(name)
         if tokens is None:
             return None
+        return self.per_frame(name, tokens, rows)
+
+    def reference_kv(self, name: str, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Precomputed reference keys and values for ``name``, per frame: ``(rows, L, inner)``."""
+        kv = self.kv.get(name)
+        if kv is None:
+            return None
+        return self.per_frame(name, kv[0], rows), self.per_frame(name, kv[1], rows)
+
+    def per_frame(self, name: str, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        """``(b, L, c)`` repeated per frame -> ``(rows = b*f, L, c)``; ``(b*f, L, c)`` as given."""
         if tokens.shape[0] * self.frames == rows:
             if self.frames == 1:
                 return tokens

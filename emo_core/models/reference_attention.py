@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from diffusers.models import attention_processor as processors
 from diffusers.models.attention_processor import Attention
 
@@ -94,10 +95,16 @@ class ReferenceAttention(ContextAttention):
         tokens = emo.reference_tokens(self.emo_name, hidden_states.shape[0])
         if tokens is None:
             return plain(hidden_states, None, attention_mask, **kwargs)
+        kv = None
         if self.emo_mode == "concat":
             check_processor(self)
+            if (attention_mask is None and not kwargs and hidden_states.ndim == 3
+                    and self.projects_reference()):
+                kv = emo.reference_kv(self.emo_name, hidden_states.shape[0])
 
         def with_reference(rows, start, stop):
+            if kv is not None:
+                return self._with_projected(rows, kv[0][start:stop], kv[1][start:stop])
             mask = None if attention_mask is None else attention_mask[start:stop]
             return self._with_reference(rows, tokens[start:stop], mask, kwargs)
 
@@ -106,6 +113,35 @@ class ReferenceAttention(ContextAttention):
             return plain(rows, None, mask, **kwargs)
 
         return apply_runs(hidden_states, emo.reference_runs, emo.frames, with_reference, without)
+
+    def projects_reference(self) -> bool:
+        """Whether the once-per-clip fast path computes exactly what the set processor would:
+        only diffusers' ``AttnProcessor2_0`` on a plain attn1 (SD1.5: no group/spatial norm,
+        no q/k norm, no residual, no rescale). Attribute checks only (traceable)."""
+        return (self.emo_mode == "concat" and type(self.processor) is processors.AttnProcessor2_0
+                and self.spatial_norm is None and self.group_norm is None
+                and not self.norm_cross and self.norm_q is None and self.norm_k is None
+                and not self.residual_connection and self.rescale_output_factor == 1.0
+                and not self.is_cross_attention)
+
+    def project_reference(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens: (b, Lr, c)`` -> this attn1's ``(to_k(tokens), to_v(tokens))``, each
+        ``(b, Lr, inner)``: done once per clip instead of per frame, row and step."""
+        tokens = tokens.to(self.to_k.weight.dtype)
+        return self.to_k(tokens), self.to_v(tokens)
+
+    def _with_projected(self, hidden, k_ref, v_ref):
+        """``AttnProcessor2_0`` over ``cat(hidden, reference)`` keys with the reference keys
+        and values precomputed: ``hidden: (n, L, c)``, ``k_ref, v_ref: (n, Lr, inner)``."""
+        n, heads = hidden.shape[0], self.heads
+        query = self.to_q(hidden)
+        key = torch.cat([self.to_k(hidden), k_ref.to(hidden.dtype)], dim=1)
+        value = torch.cat([self.to_v(hidden), v_ref.to(hidden.dtype)], dim=1)
+        query, key, value = (t.view(n, -1, heads, t.shape[-1] // heads).transpose(1, 2)
+                             for t in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(n, -1, heads * out.shape[-1]).to(query.dtype)
+        return self.to_out[1](self.to_out[0](out))
 
     def _with_reference(self, hidden, tokens, mask, kwargs):
         """``hidden: (n, L, c)``, ``tokens: (n, Lr, c)``, ``mask``: additive, last dim ``L``."""

@@ -32,10 +32,13 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceFeatures:
-    """``bank: attn1 name -> (b, L, c)``; ``motion: 21 x (b, n, c_i, h_i, w_i)`` or None."""
+    """``bank: attn1 name -> (b, L, c)``; ``motion: 21 x (b, n, c_i, h_i, w_i)`` or None;
+    ``kv``: attn1 name -> the Backbone attn1's ``(to_k, to_v)`` of the bank tokens, each
+    ``(b, L, inner)``, projected once per clip (``EMOBackbone.project_reference``), or empty."""
 
     bank: dict[str, torch.Tensor]
     motion: list[torch.Tensor] | None = None
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
 
 class _Capture(SiteHook):

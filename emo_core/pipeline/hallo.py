@@ -166,8 +166,9 @@ def clip_inputs(models, conditions: HalloConditions, audio_tokens: torch.Tensor,
     if face is None:
         face = models.face_locator(conditions.face_region)
     return HalloClipInputs(
-        reference=hallo_reference(models, reference, motion, contexts, audio_tokens.shape[1],
-                                  bank_dtype),
+        # Reference keys/values once per clip instead of per step (the Backbone's attn1 fast path).
+        reference=models.backbone.project_reference(hallo_reference(
+            models, reference, motion, contexts, audio_tokens.shape[1], bank_dtype)),
         contexts=contexts,
         face=torch.cat([torch.zeros_like(face), face]),
         audio=torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),

@@ -157,11 +157,14 @@ class EMOPipeline:
         features = self.models.reference_net(
             reference.latents.to(self.device, self.dtype), motion_latents, context=self._context(1)
         )
+        features = self.models.backbone.project_reference(features)  # reference K/V once per clip
         bank = {name: tokens.expand(batch, *tokens.shape[1:]) for name, tokens in features.bank.items()}
         motion = None
         if features.motion is not None:
             motion = [m.expand(batch, *m.shape[1:]) for m in features.motion]
-        return dataclasses.replace(features, bank=bank, motion=motion)
+        kv = {name: tuple(t.expand(batch, *t.shape[1:]) for t in pair)
+              for name, pair in features.kv.items()}
+        return dataclasses.replace(features, bank=bank, motion=motion, kv=kv)
 
     def _first_motion(self, reference: EncodedReference, settings: GenerationSettings):
         """First clip: zero motion maps (``None``) or the reference latent repeated ``n`` times."""
@@ -240,8 +243,9 @@ def _first_rows(features, conditions: ClipConditions, batch: int):
         return features, conditions
     bank = {name: tokens[:batch] for name, tokens in features.bank.items()}
     motion = None if features.motion is None else [m[:batch] for m in features.motion]
+    kv = {name: (k[:batch], v[:batch]) for name, (k, v) in features.kv.items()}
     face = conditions.face_embedding
-    return (dataclasses.replace(features, bank=bank, motion=motion),
+    return (dataclasses.replace(features, bank=bank, motion=motion, kv=kv),
             ClipConditions(audio_tokens=conditions.audio_tokens[:batch],
                            speed_tokens=conditions.speed_tokens[:batch],
                            face_embedding=None if face is None else face[:batch]))
