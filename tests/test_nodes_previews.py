@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import wave
 from pathlib import Path
 
 import av
@@ -27,6 +26,7 @@ from tests.comfyui_harness import comfy_server_fixture, output_files
 from tests.comfyui_ws import WsClient
 from tests.conftest import fixture_path
 from tests.nodes_workflow_graphs import ui_path
+from tests.test_nodes_paths import write_short_wav
 from tests.test_nodes_server import _prepare_hallo
 
 pytestmark = pytest.mark.comfyui
@@ -39,24 +39,13 @@ PREVIEW_SIZE = 96  # --preview-size: the server fits each preview into this squa
 SAMPLER, VIDEO = "8", "9"  # node ids of the example API workflow
 
 
-def _short_speech(source: Path, target: Path, seconds: float) -> Path:
-    with wave.open(str(source), "rb") as wav:
-        params = wav.getparams()
-        frames = wav.readframes(int(seconds * params.framerate))
-    with wave.open(str(target), "wb") as out:
-        out.setparams(params)
-        out.writeframes(frames)
-    return target
-
-
 def _prepare(tmp_path_factory) -> dict:
     from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("emo_previews")
     weights = write_demo_weights(root / "weights")
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
-    speech = _short_speech(fixture_path("speech_arctic_a0007.wav"), root / "short_speech.wav",
-                           SECONDS)
+    speech = write_short_wav(root / "short_speech.wav", SECONDS)
     hallo_models: dict = {}
     inputs = [fixture_path("portrait_astronaut.png"), speech]
     _prepare_hallo(root / "hallo", hallo_models, inputs)  # no-op without the fixture / onnx
