@@ -119,9 +119,9 @@ def measure(pipe, changes: dict, size: int, steps: int, cache: dict | None = Non
     state = {}
     with torch.no_grad():
         reference_net, _ = count(lambda: state.update(
-            features=pipe._reference_features(reference, motion_latents, plan.batch)))
+            features=pipe._reference_features(reference, motion_latents)))
         conditions, parts = count(lambda: state.update(conditions=pipe._clip_conditions(
-            span, audio, mask, torch.full((2 * frames,), 2.0), plan, 2 * frames)))
+            span, audio, mask, torch.full((2 * frames,), 2.0), 2 * frames)))
         # Count each distinct set of rows once (a step costs what its rows cost); ``cache``
         # carries the counts across schemes (the FLOPs depend on the rows, not the weights).
         for rows in {_rows_key(guided.plan(i)): guided.plan(i) for i in range(steps)}.values():
@@ -150,10 +150,10 @@ def _rows_key(rows) -> tuple:
 
 def _count_step(pipe, latents, state: dict, rows) -> float:
     """GFLOP of one Backbone forward over ``rows`` (a :class:`GuidancePlan`), as ``_denoise``
-    calls it (the first ``rows.batch`` rows of the per-clip features and conditions)."""
-    from emo_core.pipeline.pipeline import _first_rows
+    calls it (the one-row per-clip features and conditions broadcast to ``rows.batch``)."""
+    from emo_core.pipeline.pipeline import _broadcast_rows
 
-    features, cond = _first_rows(state["features"], state["conditions"], rows.batch)
+    features, cond = _broadcast_rows(state["features"], state["conditions"], rows.batch)
     gflop, _ = count(lambda: pipe.models.backbone(
         latents.expand(rows.batch, *latents.shape[1:]), TIMESTEP,
         reference=features, reference_rows=rows.reference_rows,

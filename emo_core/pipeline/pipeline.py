@@ -96,8 +96,8 @@ class EMOPipeline:
         motion_latents = self._first_motion(reference, settings)
         for span in spans:
             _check_cancel(cancel, f"cancelled before clip {span.index + 1}")
-            features = self._reference_features(reference, motion_latents, plan.batch)
-            conditions = self._clip_conditions(span, audio, face_mask, speed, plan, total_frames)
+            features = self._reference_features(reference, motion_latents)
+            conditions = self._clip_conditions(span, audio, face_mask, speed, total_frames)
             _report(progress, span.index * per_clip + 1, total)
             latents = self._denoise(span, features, conditions, plan, settings, generator,
                                     progress, cancel, (span.index * per_clip + 1, total),
@@ -133,8 +133,8 @@ class EMOPipeline:
         for step, timestep in enumerate(scheduler.timesteps):
             _check_cancel(cancel, f"cancelled at clip {span.index + 1}, step {step + 1}")
             model_input = scheduler.scale_model_input(latents, timestep).to(self.dtype)
-            rows = guided.plan(step)  # this step's rows: the first rows.batch of plan's
-            step_features, step_conditions = _first_rows(features, conditions, rows.batch)
+            rows = guided.plan(step)  # this step's rows: all of plan's, or its conditional row
+            step_features, step_conditions = _broadcast_rows(features, conditions, rows.batch)
             eps = self.models.backbone(
                 model_input.expand(rows.batch, *shape[1:]), timestep,
                 reference=step_features, reference_rows=rows.reference_rows,
@@ -152,19 +152,12 @@ class EMOPipeline:
             _report(progress, counter[0] + step + 1, counter[1])
         return latents.to(self.dtype)
 
-    def _reference_features(self, reference: EncodedReference, motion_latents, batch: int):
-        """ReferenceNet once per clip; features broadcast to the guidance rows (views, no copies)."""
+    def _reference_features(self, reference: EncodedReference, motion_latents):
+        """ReferenceNet once per clip, one row (each step broadcasts it to its guidance rows)."""
         features = self.models.reference_net(
             reference.latents.to(self.device, self.dtype), motion_latents, context=self._context(1)
         )
-        features = self.models.backbone.project_reference(features)  # reference K/V once per clip
-        bank = {name: tokens.expand(batch, *tokens.shape[1:]) for name, tokens in features.bank.items()}
-        motion = None
-        if features.motion is not None:
-            motion = [m.expand(batch, *m.shape[1:]) for m in features.motion]
-        kv = {name: tuple(t.expand(batch, *t.shape[1:]) for t in pair)
-              for name, pair in features.kv.items()}
-        return dataclasses.replace(features, bank=bank, motion=motion, kv=kv)
+        return self.models.backbone.project_reference(features)  # reference K/V once per clip
 
     def _first_motion(self, reference: EncodedReference, settings: GenerationSettings):
         """First clip: zero motion maps (``None``) or the reference latent repeated ``n`` times."""
@@ -173,8 +166,9 @@ class EMOPipeline:
         latents = reference.latents.to(self.device, self.dtype)
         return latents[:, None].expand(1, settings.motion_frames, *latents.shape[1:])
 
-    def _clip_conditions(self, span: ClipSpan, audio, face_mask, speed, plan: GuidancePlan,
+    def _clip_conditions(self, span: ClipSpan, audio, face_mask, speed,
                          total_frames: int) -> ClipConditions:
+        """The clip's condition encodings, one row (each step broadcasts them to its rows)."""
         models = self.models
         frames = span.frame_indices(total_frames)
         windows = audio.windows[frames].to(self.device, self.dtype)[None]  # (1, f, 2m+1, L, C)
@@ -188,12 +182,8 @@ class EMOPipeline:
         speed_tokens = speed_tokens[:, margin:margin + span.length]
         mask = face_mask if face_mask.ndim == 2 else face_mask[frames].amax(dim=0)
         face_embedding = models.face_locator(mask.to(self.device, self.dtype)[None, None])
-        batch = plan.batch
-        return ClipConditions(
-            audio_tokens=audio_tokens.expand(batch, *audio_tokens.shape[1:]),
-            speed_tokens=speed_tokens.expand(batch, *speed_tokens.shape[1:]),
-            face_embedding=face_embedding.expand(batch, *face_embedding.shape[1:]),
-        )
+        return ClipConditions(audio_tokens=audio_tokens, speed_tokens=speed_tokens,
+                              face_embedding=face_embedding)
 
     def _context(self, batch: int):
         context = getattr(self.models, "context", None)
@@ -236,19 +226,19 @@ class EMOPipeline:
         return speed
 
 
-def _first_rows(features, conditions: ClipConditions, batch: int):
-    """The first ``batch`` rows of the per-clip inputs (views; every row holds the same values,
-    broadcast to the full guidance plan's rows)."""
-    if batch == conditions.audio_tokens.shape[0]:
-        return features, conditions
-    bank = {name: tokens[:batch] for name, tokens in features.bank.items()}
-    motion = None if features.motion is None else [m[:batch] for m in features.motion]
-    kv = {name: (k[:batch], v[:batch]) for name, (k, v) in features.kv.items()}
-    face = conditions.face_embedding
-    return (dataclasses.replace(features, bank=bank, motion=motion, kv=kv),
-            ClipConditions(audio_tokens=conditions.audio_tokens[:batch],
-                           speed_tokens=conditions.speed_tokens[:batch],
-                           face_embedding=None if face is None else face[:batch]))
+def _broadcast_rows(features, conditions: ClipConditions, batch: int):
+    """The one-row per-clip inputs as ``batch`` guidance rows (views, no copies: the rows differ
+    only in what the Backbone's row flags let them read)."""
+    def rows(tensor):
+        return None if tensor is None else tensor.expand(batch, *tensor.shape[1:])
+
+    return (dataclasses.replace(
+                features, bank={name: rows(t) for name, t in features.bank.items()},
+                motion=None if features.motion is None else [rows(m) for m in features.motion],
+                kv={name: (rows(k), rows(v)) for name, (k, v) in features.kv.items()}),
+            ClipConditions(audio_tokens=rows(conditions.audio_tokens),
+                           speed_tokens=rows(conditions.speed_tokens),
+                           face_embedding=rows(conditions.face_embedding)))
 
 
 def _report(progress: ProgressFn | None, done: int, total: int) -> None:
