@@ -158,10 +158,18 @@ class ModelFamily(ABC):
         """The sampling defaults the checkpoint carries (``configs["sampling"]``)."""
         return dict(self.configs.get("sampling", {}) or {})
 
+    def declared_defaults(self) -> dict:
+        """The GenerationSettings values declared for this family with the settings metadata
+        (``setting(..., families={title: value})``, shown in the CLI help and node tooltips)."""
+        from ..pipeline.settings import SETTINGS
+
+        return {name: item.spec.families[self.title] for name, item in SETTINGS.items()
+                if self.title in item.spec.families}
+
     def sampling_defaults(self) -> dict:
         """GenerationSettings values this family uses when the user leaves them at the EMO
-        default (``{}`` for EMO). Shown by CLI help, node tooltips and the load log."""
-        return {}
+        default: the declared ones, refined by the checkpoint's config (``{}`` for EMO)."""
+        return self.declared_defaults()
 
     def resolve_settings(self, settings):
         """The settings this family runs with (validated, checkpoint defaults filled in)."""

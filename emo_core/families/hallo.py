@@ -142,13 +142,13 @@ class HalloFamily(ModelFamily):
 
     # ------------------------------------------------------------------ settings
     def sampling_defaults(self) -> dict:
-        cfg = self.sampling
-        return {"guidance_mode": "joint", "guidance_audio": None, "guidance_start": 0.0,
-                "guidance_end": 1.0, "guidance_refresh": 1,
-                "guidance_reference": cfg.get("guidance_scale", 3.5),
-                "frames_per_clip": cfg.get("clip_frames", 16),
-                "motion_frames": cfg.get("motion_frames", 2), "fps": cfg.get("fps", 25),
-                "first_clip_motion": "reference", "scheduler": "ddim-vpred-trailing",
+        """The declared Hallo values (``pipeline/settings.py``), the checkpoint's clip layout,
+        fps and CFG scale over them, and what Hallo does with the settings it ignores."""
+        own = self.declared_defaults()
+        for key, name in (("clip_frames", "frames_per_clip"), ("motion_frames", "motion_frames"),
+                          ("fps", "fps"), ("guidance_scale", "guidance_reference")):
+            own[name] = self.sampling.get(key, own[name])
+        return {**own, "guidance_audio": None, "guidance_start": 0.0, "guidance_end": 1.0,
                 "prediction_type": "v_prediction"}
 
     def hallo_sampling(self, settings) -> HalloSampling:
