@@ -63,7 +63,7 @@ def test_default_unet_kwargs_are_hallos_release_and_mismatch_is_reported(tmp_pat
     code = main(["convert-hallo", "--pretrained-models", str(PRETRAINED), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
-    assert "audio_token_dim = 768" in err and "--unet-kwargs" in err
+    assert "audio_attention_dim = 768" in err and "--unet-kwargs" in err
     kwargs = json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text())
     kwargs["motion_module_kwargs"]["temporal_position_encoding_max_len"] = 24
     path = tmp_path / "kw.json"
