@@ -110,12 +110,34 @@ def check_wiring(net: Mapping, sources: HalloSources) -> None:
             f"{sources.kwargs_label}: audio_attention_dim = {audio_dim}, but net.pth's audio "
             f"projection makes {tokens}-wide audio tokens (audioproj.norm.weight): pass "
             "--unet-kwargs with the unet_additional_kwargs this net.pth was trained with")
+    heads = kwargs.get("motion_module_kwargs", {}).get("num_attention_heads", 8)
+    uneven = [c for c in config["block_out_channels"] if c % heads]
+    if uneven:
+        raise CheckpointError(
+            f"{sources.kwargs_label}: motion_module_kwargs.num_attention_heads = {heads} does not "
+            f"divide the block widths {uneven} of the UNet; pass --unet-kwargs with the "
+            "unet_additional_kwargs this net.pth was trained with")
+    _check_wav2vec(net, sources)
     disagree = unet_config_disagreements(net, config)
     if disagree:
         raise CheckpointError(
             f"UNet config {str(sources.unet_config_path)!r} does not fit net.pth "
             f"{str(sources.net_path)!r}: {'; '.join(disagree)}; use the "
             "stable-diffusion-v1-5/unet/config.json this net.pth was trained on")
+
+
+def _check_wav2vec(net: Mapping, sources: HalloSources) -> None:
+    """The audio projection's input = window x wav2vec layers x hidden size."""
+    config = sources.wav2vec_config or {}
+    layers, hidden = config.get("num_hidden_layers", 12), config.get("hidden_size", 768)
+    flat = _shape(net["audioproj.proj1.weight"])[1]
+    if flat % (layers * hidden):
+        where = (f"wav2vec config {str(sources.wav2vec_config_path)!r}"
+                 if sources.wav2vec_config_path else "wav2vec-base-960h (no wav2vec config found)")
+        raise CheckpointError(
+            f"{where}: {layers} layers x hidden size {hidden} do not fit net.pth's audio "
+            f"projection (audioproj.proj1 takes {flat} inputs); use the wav2vec2-base-960h "
+            "config.json that comes with Hallo's pretrained_models/")
 
 
 def blame(report: KeyReport, net: Mapping, sources: HalloSources) -> tuple[str, str]:

@@ -39,7 +39,7 @@ from .hallo_sources import (
     read_sources,
     refuse_output_among_inputs,
 )
-from .validate import FLOAT_DTYPES, meta_element_count
+from .validate import FLOAT_DTYPES, is_finite, meta_element_count
 
 
 def convert_pretrained(pretrained: Path, out: Path, unet_kwargs_file: Path | None = None,
@@ -60,7 +60,11 @@ def plan(net: Mapping[str, torch.Tensor], sources: HalloSources
     """``(EMO-named tensors, {EMO name: file it comes from}, component configs)``; every name
     and shape checked against the model the configs build. Reads no tensor data."""
     net_label = str(sources.net_path)
-    check_hallo_layout(net)
+    try:
+        check_hallo_layout(net)
+    except CheckpointError as error:  # name the file that was read
+        raise CheckpointError(str(error).replace("net.pth", f"net.pth {net_label!r}", 1)
+                              ) from None
     check_net_tensors(net, net_label)
     check_unet_config(sources)
     check_unet_kwargs(sources.unet_kwargs, sources.kwargs_label)
@@ -131,7 +135,7 @@ def write(converted: Mapping[str, torch.Tensor], origin: Mapping[str, str], conf
         if safetensors_dtype_name(tensor.dtype) not in FLOAT_DTYPES:
             raise CheckpointError(f"{origin[name]}: {name} has dtype {tensor.dtype}; weights "
                                   "must be float16/bfloat16/float32: download the file again")
-        if not bool(torch.isfinite(tensor).all()):
+        if not is_finite(tensor):
             raise CheckpointError(f"{origin[name]}: {name} contains NaN or infinite values; "
                                   "the file is damaged: download it again")
 

@@ -163,7 +163,7 @@ def check_output_path(out: Path) -> None:
         raise EMOInputError(f"--out {str(out)!r} must be a .safetensors file name")
     if out.is_dir():
         raise EMOInputError(f"--out {str(out)!r} is a folder; pass a file name ending in "
-                            ".safetensors (for example {str(out / 'hallo.safetensors')!r})")
+                            f".safetensors (for example {str(out / 'hallo.safetensors')!r})")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
