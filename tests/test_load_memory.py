@@ -14,11 +14,15 @@ tensor's read buffer), measured at 30-60 MB here; at full size (benchmarks, READ
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from benchmarks.bench_load_memory import run
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 ALLOWANCE = 64 << 20
 LIMITS = {"convert-hallo": 1.3, "load_emo_checkpoint fp32": 1.15,
@@ -30,7 +34,11 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 @pytest.fixture(scope="module")
 def lines(tmp_path_factory):
-    return {line["step"]: line for line in run(tmp_path_factory.mktemp("load_memory"), "ci")}
+    measured = run(tmp_path_factory.mktemp("load_memory"), "ci")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "load_memory_ci.jsonl").write_text("".join(json.dumps(x) + "\n"
+                                                            for x in measured))
+    return {line["step"]: line for line in measured}
 
 
 def test_the_stand_in_has_hallos_layout(lines):
