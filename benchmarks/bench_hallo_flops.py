@@ -41,16 +41,20 @@ def sd15_hallo_configs() -> dict:
     return hallo_layout_configs("sd15")
 
 
-def hallo_layout_configs(preset: str = "sd15") -> dict:
+def hallo_layout_configs(preset: str = "sd15", unet: dict | None = None,
+                         vae: dict | None = None) -> dict:
     """Hallo-variant component configs from ``net.pth``-like shapes for a UNet ``preset``
-    ("sd15": Hallo's release; "tiny": the test-sized UNet, for checking this benchmark)."""
+    ("sd15": Hallo's release; "tiny": the test-sized UNet, for checking this benchmark);
+    ``unet``/``vae``: other configs on the preset's wav2vec and token counts (audio modules then
+    as wide as their sites)."""
     from emo_core.io.hallo import HALLO_UNET_KWARGS, hallo_configs
     from emo_core.models.presets import unet_config, vae_config, wav2vec2_config
 
-    unet, wav2vec = unet_config(preset), wav2vec2_config(preset)
+    custom = unet is not None
+    unet, wav2vec = unet or unet_config(preset), wav2vec2_config(preset)
     dim, tokens = unet["cross_attention_dim"], (32 if preset == "sd15" else 4)
     shapes = {}
-    if preset == "sd15":
+    if preset == "sd15" and not custom:
         # Hallo's audio modules use heads * (block in_channels // heads) as their width.
         inner = {"down_blocks.0": (320, 320), "down_blocks.1": (320, 640),
                  "down_blocks.2": (640, 1280), "mid_block": (1280,), "up_blocks.1": (640,) * 3,
@@ -69,7 +73,7 @@ def hallo_layout_configs(preset: str = "sd15") -> dict:
                    "imageproj.proj.weight": (4 * dim, 512), "imageproj.norm.weight": (dim,)})
     kwargs = {**HALLO_UNET_KWARGS, "audio_attention_dim": dim}
     return hallo_configs(shapes, unet, kwargs, {"num_hidden_layers": layers,
-                                               "hidden_size": hidden}, vae_config(preset))
+                                               "hidden_size": hidden}, vae or vae_config(preset))
 
 
 def _attn1(counts: dict) -> float:

@@ -209,11 +209,16 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 
 def torch_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``"auto"``: fp16 where ComfyUI would use it for a UNet on ``device``, else fp32."""
+    """``"auto"``: fp16 where ComfyUI would use it for a UNet on ``device``, else fp32; never a
+    dtype the CPU only emulates (ComfyUI's --force-fp16 on a CPU). An explicit emulated choice
+    is kept and warned about once."""
+    from emo_core.pipeline.runtime import cpu_safe, warn_if_emulated
+
     if precision in PRECISIONS:
+        warn_if_emulated(PRECISIONS[precision], device)
         return PRECISIONS[precision]
     if model_management.should_use_fp16(device):
-        return torch.float16
+        return cpu_safe(torch.float16, device)
     return torch.float32
 
 

@@ -63,7 +63,7 @@ def test_default_unet_kwargs_are_hallos_release_and_mismatch_is_reported(tmp_pat
     code = main(["convert-hallo", "--pretrained-models", str(PRETRAINED), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
-    assert "audio_token_dim = 768" in err and "--unet-kwargs" in err
+    assert "audio_attention_dim = 768" in err and "--unet-kwargs" in err
     kwargs = json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text())
     kwargs["motion_module_kwargs"]["temporal_position_encoding_max_len"] = 24
     path = tmp_path / "kw.json"
@@ -128,18 +128,32 @@ def test_bad_unet_kwargs_are_refused(tmp_path, capsys):
 
 def test_audio_module_widths_follow_net_pth_by_name():
     """Hallo's audio modules can be narrower than their site (SD1.5: heads x (block input //
-    heads)); net.pth lists up blocks before the mid block, so widths must go by name."""
+    heads)); net.pth lists up blocks before the mid block, so widths must go by name. Names and
+    widths come from the fixture's net.pth; the config's blocks after the first are doubled, so
+    sites are wider than the fixture's modules."""
     from emo_core.io.hallo import hallo_configs
     from emo_core.models.backbone import EMOBackbone
 
     net = {k: tuple(v.shape) for k, v in torch.load(
         PRETRAINED / "hallo/net.pth", map_location="cpu", weights_only=True).items()}
     unet = json.loads((PRETRAINED / UNET_CONFIG).read_text())
-    unet["block_out_channels"] = [32, 64, 64, 64]
-    widths = {"down_blocks.1.audio_modules.0": 32, "up_blocks.1.audio_modules.2": 64,
-              "up_blocks.2.audio_modules.0": 32, "mid_block.audio_modules.0": 64}
-    for name, width in widths.items():  # an up block first, then the mid block, as net.pth
-        net[f"denoising_unet.{name}.proj_in.weight"] = (width, 64, 1, 1)
+    first, *rest = unet["block_out_channels"]
+    unet["block_out_channels"] = [first, *(2 * c for c in rest)]
+    prefix, suffix = "denoising_unet.", ".proj_in.weight"
+    modules = [k[len(prefix):-len(suffix)] for k in net
+               if k.startswith(prefix) and ".audio_modules." in k and k.endswith(suffix)]
+
+    def in_block(block):
+        return [m for m in modules if m.startswith(block + ".")]
+
+    chosen = [in_block("down_blocks.1")[0], in_block("up_blocks.1")[-1],
+              in_block("up_blocks.2")[0], in_block("mid_block")[0]]
+    assert modules.index(chosen[1]) < modules.index(chosen[3])  # an up block before the mid
+    widths = {}
+    for index, name in enumerate(chosen):  # alternately the fixture's width and twice it
+        shape = net[f"{prefix}{name}{suffix}"]
+        widths[name] = shape[0] * (1 + index % 2)
+        net[f"{prefix}{name}{suffix}"] = (widths[name], *shape[1:])
     kwargs = json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text())
     wav2vec = json.loads((PRETRAINED / WAV2VEC_CONFIG).read_text())
     config = hallo_configs(net, unet, kwargs, wav2vec)["backbone"]
@@ -148,5 +162,8 @@ def test_audio_module_widths_follow_net_pth_by_name():
     for name, width in widths.items():
         module = backbone.unet.get_submodule(name)
         assert module.proj_in.weight.shape[:2] == (width, module.norm.num_channels)
-    # A site whose width equals net.pth's (32 here) keeps it, though the site has 64 channels.
-    assert backbone.unet.get_submodule("down_blocks.1.audio_modules.1").proj_in.out_channels == 32
+    # A module left as the fixture has it keeps its width, though its site is now wider.
+    kept = next(m for m in in_block("down_blocks.1") + in_block("up_blocks.2") if m not in widths)
+    module = backbone.unet.get_submodule(kept)
+    width = net[f"{prefix}{kept}{suffix}"][0]
+    assert module.proj_in.out_channels == width < module.norm.num_channels

@@ -71,7 +71,7 @@ def test_conversion_is_strict_and_records_the_variant(converted):
     net = load_state_dict(PRETRAINED / "hallo/net.pth")
     renamed = hallo_to_emo(net)
     state = converted.state_dict()
-    assert len(renamed) == len(net) == 2648  # one target per source tensor
+    assert len(renamed) == len(net)  # one target per source tensor
     assert all(torch.equal(state[k], v) for k, v in renamed.items())
     extra = set(state) - set(renamed)
     assert all(k == "context" or k.startswith("vae.") for k in extra), sorted(extra)[:5]

@@ -74,7 +74,7 @@ def no_tensor_reads(monkeypatch):
     """Fail the test if load_emo_checkpoint reads tensor data (it must check first)."""
     def refuse(*args, **kwargs):
         raise AssertionError("tensor data was read before the checks passed")
-    monkeypatch.setattr(emo_checkpoint, "load_file", refuse)
+    monkeypatch.setattr(emo_checkpoint, "iter_tensors", refuse)
 
 
 def _rewrite(saved, tmp_path, edit_config=None, metadata=None):

@@ -2,22 +2,18 @@
 
 Reads ``hallo/net.pth`` (or ``hallo2/net.pth``; ``torch.load(weights_only=True)``), the base
 ``stable-diffusion-v1-5/unet/config.json``, ``wav2vec/wav2vec2-base-960h/config.json`` and, when
-present, the ``sd-vae-ft-mse/`` VAE, and writes an EMO checkpoint of the Hallo variant (Hallo's
-sampling defaults travel in its config). Every net.pth tensor is used exactly once.
+present, the ``sd-vae-ft-mse/`` VAE (stabilityai's legacy attention names are renamed), and
+writes an EMO checkpoint of the Hallo variant (Hallo's sampling defaults travel in its config).
+Every net.pth tensor is used exactly once. Memory: about the size of net.pth (it is read
+through a memory map and written out tensor by tensor).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .help_format import HelpFormatter
-
-NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
-UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
-WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
-VAE_FOLDER = "sd-vae-ft-mse"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,70 +32,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..errors import EMOInputError
+    from ..io.hallo_convert import convert_pretrained
+    from ..io.hallo_sources import VAE_FOLDER
 
-    kwargs = None
-    if args.unet_kwargs is not None:
-        try:
-            kwargs = json.loads(Path(args.unet_kwargs).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise EMOInputError(f"--unet-kwargs {str(args.unet_kwargs)!r} is not a readable JSON "
-                                f"file ({error}); pass Hallo's unet_additional_kwargs as JSON") from error
-    out = convert_hallo(args.pretrained_models, args.out, unet_kwargs=kwargs)
+    out = convert_pretrained(args.pretrained_models, args.out, unet_kwargs_file=args.unet_kwargs)
     print(f"EMO checkpoint (Hallo variant): {out}")
+    if not (args.pretrained_models / VAE_FOLDER).exists():
+        print(f"note: {VAE_FOLDER}/ not found, so the checkpoint has no VAE: generate needs one "
+              "(put stabilityai's sd-vae-ft-mse in pretrained_models/ and convert again); in "
+              "ComfyUI connect an SD1.5 VAE to Load EMO Models")
     return 0
 
 
-def _find(root: Path, options: tuple[str, ...], what: str) -> Path:
-    from ..errors import EMOInputError
-
-    for option in options:
-        if (root / option).is_file():
-            return root / option
-    raise EMOInputError(
-        f"{what} not found in {str(root)!r} (looked for {', '.join(options)}); pass Hallo's "
-        "pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo)")
-
-
 def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) -> Path:
-    """Convert and write atomically; returns the written path."""
-    import torch
+    """Convert and write atomically; returns the written path (``unet_kwargs``: a dict, or
+    ``None`` for Hallo's released values)."""
+    from ..io.hallo_convert import convert_pretrained
 
-    from ..errors import CheckpointError, EMOInputError
-    from ..io.conversion import split_emo_components
-    from ..io.emo_checkpoint import EMO_FORMAT
-    from ..io.hallo import check_against_model, hallo_configs, hallo_to_emo
-    from ..io.safe_load import load_state_dict, metadata_json, save_safetensors_atomic
-    from ..models.emo_models import EMOModels
-
-    pretrained, out = Path(pretrained), Path(out)
-    if out.suffix.lower() != ".safetensors":
-        raise EMOInputError(f"--out {str(out)!r} must be a .safetensors file")
-    net_path = _find(pretrained, NET_FILES, "Hallo net.pth")
-    unet_config = json.loads(_find(pretrained, (UNET_CONFIG,), "SD1.5 unet/config.json").read_text())
-    wav2vec_path = pretrained / WAV2VEC_CONFIG
-    wav2vec_config = json.loads(wav2vec_path.read_text()) if wav2vec_path.is_file() else None
-    net = load_state_dict(net_path)
-    converted = hallo_to_emo(net)
-    vae_config = None
-    if (pretrained / VAE_FOLDER / "config.json").is_file():
-        vae_config = json.loads((pretrained / VAE_FOLDER / "config.json").read_text())
-        vae_weights = _find(pretrained / VAE_FOLDER, ("diffusion_pytorch_model.safetensors",
-                                                      "diffusion_pytorch_model.bin"), "VAE weights")
-        converted.update({f"vae.{k}": v for k, v in load_state_dict(vae_weights).items()})
-    configs = hallo_configs(net, unet_config, unet_kwargs, wav2vec_config, vae_config)
-    try:
-        with torch.device("meta"):
-            model = EMOModels.from_configs(configs)
-    except ValueError as error:
-        raise CheckpointError(
-            f"Hallo checkpoint {str(net_path)!r} does not fit the settings given: {error}. Pass "
-            "the matching --unet-kwargs (Hallo's unet_additional_kwargs) and the base "
-            f"{UNET_CONFIG}") from error
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    context = configs["context"]
-    converted["context"] = torch.zeros(1, context["tokens"], context["dim"])
-    check_against_model(shapes, converted, str(net_path))
-    split_emo_components(converted)
-    metadata = {"emo_format": EMO_FORMAT, "emo_config": metadata_json(configs)}
-    return save_safetensors_atomic(converted, out, metadata)
+    return convert_pretrained(pretrained, out, unet_kwargs=unet_kwargs)

@@ -120,7 +120,8 @@ def _run_from_hallo(args) -> int:
     from ..models.speed_layers import is_speed_parameter, with_speed_layers
     from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
-    source = load_emo_checkpoint(args.from_hallo)
+    # Loaded straight in the dtype written: memory about that model's size, not its fp32 size.
+    source = load_emo_checkpoint(args.from_hallo, dtype=TORCH_DTYPES[args.dtype])
     family = family_of(source)
     if not isinstance(family, HalloFamily):
         raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} is an EMO checkpoint of "
@@ -130,8 +131,8 @@ def _run_from_hallo(args) -> int:
         raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} already has speed layers")
     if args.no_vae:
         source.vae = None
-    models = with_speed_layers(source.float(), seed=args.seed)
-    out = save_emo_checkpoint(models.to(TORCH_DTYPES[args.dtype]), args.out)
+    models = with_speed_layers(source, seed=args.seed)
+    out = save_emo_checkpoint(models, args.out)
     added = sum(p.numel() for n, p in models.named_parameters() if is_speed_parameter(n))
     print(f"EMO checkpoint written to {out.resolve()} (Hallo weights + {added / 1e6:.2f} M new "
           f"speed-layer parameters, {args.dtype})")

@@ -218,7 +218,9 @@ _LEGACY_VAE_ATTENTION = ((".query.", ".to_q."), (".key.", ".to_k."), (".value.",
                          (".proj_attn.", ".to_out.0."))
 
 
-def _rename_legacy_vae_attention(state_dict: Mapping) -> dict[str, torch.Tensor]:
+def rename_legacy_vae_attention(state_dict: Mapping) -> dict[str, torch.Tensor]:
+    """Mid-block attention ``query/key/value/proj_attn`` -> ``to_q/to_k/to_v/to_out.0`` (the
+    names diffusers >= 0.14 uses; stabilityai's sd-vae-ft-mse still has the old ones)."""
     out = {}
     for key, value in state_dict.items():
         if ".mid_block.attentions." in key:
@@ -242,7 +244,7 @@ def ldm_to_diffusers_vae(state_dict: Mapping, config: Mapping) -> dict[str, torc
     (``encoder.down.0.block...``, e.g. vae-ft-mse-840000-ema-pruned) or a diffusers VAE.
     """
     if _DIFFUSERS_VAE_MARKER in state_dict:
-        return _rename_legacy_vae_attention(state_dict)
+        return rename_legacy_vae_attention(state_dict)
     if not has_vae_weights(state_dict):
         raise CheckpointError(
             "no VAE found in this file; expected a full SD1.5 checkpoint (first_stage_model.*), "

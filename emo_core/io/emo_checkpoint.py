@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from diffusers.models.modeling_utils import no_init_weights
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from ..errors import CheckpointError
 from .conversion import (
@@ -33,6 +32,7 @@ from .safe_load import (
     read_safetensors_shapes,
     save_safetensors_atomic,
 )
+from .streaming import iter_tensors
 from .validate import (
     check_config_values,
     check_finite,
@@ -187,18 +187,6 @@ def _build(configs: dict, path: Path):
         ) from error
 
 
-def _align(tensors: dict) -> None:
-    """Re-home tensors whose data is not 64-byte aligned (in place, one at a time).
-
-    safetensors places tensor data right after a header of any length, and CPU kernels pick
-    code paths by pointer alignment: the same weights could then give outputs differing in the
-    last bits depending on the metadata length. Fresh allocations are aligned.
-    """
-    for key, tensor in tensors.items():
-        if tensor.data_ptr() % 64:
-            tensors[key] = tensor.clone()
-
-
 def load_emo_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     checked: dict[str, dict] | None = None,
@@ -213,16 +201,21 @@ def load_emo_checkpoint(
     path = resolve_checkpoint_path(path)
     configs = checked if checked is not None else check_emo_checkpoint(path)
     models = _build(configs, path)
+    tensors = {}
     try:
-        tensors = load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors raises its own error types for damaged data
+        # One tensor at a time: read, checked, cast and moved before the next is read, so CPU
+        # memory holds the model in its run dtype plus one tensor (on a GPU: one tensor).
+        for name, tensor in iter_tensors(path):
+            check_finite({name: tensor}, f"EMO checkpoint {str(path)!r}", INIT_HINT)
+            if tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            tensors[name] = tensor.to(device)
+    except (OSError, ValueError, KeyError) as error:  # damaged header or data
         raise CheckpointError(
             f"EMO checkpoint {str(path)!r} could not be read ({error}); it is truncated or "
             "corrupt: copy it again"
         ) from error
-    _align(tensors)
-    check_finite(tensors, f"EMO checkpoint {str(path)!r}", INIT_HINT)
     models.load_state_dict(tensors, strict=True, assign=True)
     logger.info("loaded EMO checkpoint %s (%d tensors)", path, len(tensors))
+    del tensors
     return models.to(device=device, dtype=dtype).eval()
-

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import CheckpointError
-from .conversion import _shape, compare_state_dicts, require_match
+from .conversion import _shape
 
 # Hallo's released configs/inference/default.yaml: unet_additional_kwargs.
 HALLO_UNET_KWARGS = {
@@ -129,8 +129,40 @@ def check_hallo_layout(state_dict: Mapping) -> None:
         "(Hugging Face fudan-generative-ai/hallo); download it again if it was cut short.")
 
 
-def check_unet_kwargs(kwargs: Mapping) -> None:
-    """Refuse Hallo UNet settings this variant does not reproduce."""
+def _check_kwarg_types(kwargs: object, what: str) -> None:
+    """Types first: a list, a string where a dict belongs or zero heads would crash later."""
+    hint = ("pass Hallo's unet_additional_kwargs (configs/inference/default.yaml) as a JSON "
+            "object")
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{what} is a {type(kwargs).__name__}, not an object of settings; "
+                              f"{hint}")
+    mm = kwargs.get("motion_module_kwargs", {})
+    if not isinstance(mm, Mapping):
+        raise CheckpointError(f"{what}: motion_module_kwargs is a {type(mm).__name__}, not an "
+                              f"object; {hint}")
+    for name, value in (("motion_module_kwargs.num_attention_heads",
+                         mm.get("num_attention_heads", 8)),
+                        ("motion_module_kwargs.temporal_position_encoding_max_len",
+                         mm.get("temporal_position_encoding_max_len", 32)),
+                        ("audio_attention_dim", kwargs.get("audio_attention_dim", 768))):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{what}: {name} = {value!r} must be a whole number of at "
+                                  f"least 1; {hint}")
+    for name, value, kind in (("stack_enable_blocks_name", kwargs.get("stack_enable_blocks_name"),
+                               str),
+                              ("stack_enable_blocks_depth",
+                               kwargs.get("stack_enable_blocks_depth"), int),
+                              ("motion_module_kwargs.attention_block_types",
+                               mm.get("attention_block_types"), str)):
+        if value is not None and (not isinstance(value, list) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+            raise CheckpointError(f"{what}: {name} = {value!r} must be a list of "
+                                  f"{kind.__name__}; {hint}")
+
+
+def check_unet_kwargs(kwargs: Mapping, what: str = "Hallo unet kwargs") -> None:
+    """Refuse Hallo UNet settings this variant does not reproduce (``what`` names them)."""
+    _check_kwarg_types(kwargs, what)
     mm = kwargs.get("motion_module_kwargs", {})
     wanted = [
         ("use_motion_module", kwargs.get("use_motion_module"), True),
@@ -156,7 +188,7 @@ def check_unet_kwargs(kwargs: Mapping) -> None:
     if not {0, 1, 2, 3} <= depths:
         bad.append(f"stack_enable_blocks_depth = {sorted(depths)} (supported: all of 0..3)")
     if bad:
-        raise CheckpointError("Hallo unet kwargs not supported by the EMO Hallo variant: "
+        raise CheckpointError(f"{what}: settings not supported by the EMO Hallo variant: "
                               + "; ".join(bad))
 
 
@@ -234,11 +266,3 @@ def hallo_to_emo(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
         out[PREFIX_MAP[prefix] + key[len(prefix):]] = value
     return out
 
-
-def check_against_model(expected: Mapping, converted: Mapping, source: str) -> None:
-    """Strict name/shape check of the converted tensors against the model the configs build
-    (``expected``: its state dict or shapes, minus tensors not from ``net.pth``)."""
-    require_match(
-        compare_state_dicts(expected, converted), f"Hallo checkpoint {source!r}",
-        "the net.pth does not fit the UNet config / unet kwargs given (pass the matching "
-        "stable-diffusion-v1-5/unet/config.json and --unet-kwargs), or it is not a Hallo net.pth")

@@ -12,15 +12,15 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..errors import CheckpointError, OutputWriteError
+from ..errors import CheckpointError
+from .streaming import save_streaming_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,14 @@ def _corrupt(path: Path, error: Exception) -> CheckpointError:
     )
 
 
-def _load_pickle(path: Path) -> object:
+def _load_pickle(path: Path, mmap: bool = False) -> object:
     try:
+        if mmap:
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:  # pre-1.6 (non-zip) files cannot be memory-mapped
+                if "mmap" not in str(error):
+                    raise
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # The restricted unpickler met a global it will not build (code, custom classes): the
@@ -116,12 +122,14 @@ def _tensors_only(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Read every tensor of a weight file onto the CPU.
 
     Returns ``{name: tensor}``; an LDM/Lightning ``{"state_dict": {...}}`` wrapper is removed and
     non-tensor entries are dropped. Raises :class:`CheckpointError` for a missing, truncated,
-    corrupt or code-carrying file.
+    corrupt or code-carrying file. ``mmap``: tensors of a (zip-format) pickle file stay in a
+    memory map of the file and are read only when touched (a converter that streams them out
+    then never holds the whole file in memory).
     """
     path = Path(path)
     _check_file(path)
@@ -131,7 +139,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise _corrupt(path, error) from error
         return _tensors_only(tensors, path)
-    return _tensors_only(_load_pickle(path), path)
+    return _tensors_only(_load_pickle(path, mmap), path)
 
 
 def save_safetensors_atomic(
@@ -141,8 +149,8 @@ def save_safetensors_atomic(
 ) -> Path:
     """Write ``tensors`` to ``path`` as safetensors: temp file in the same folder, then rename.
 
-    Tensors are made contiguous CPU copies first (safetensors refuses shared or strided storage).
-    A reader never sees a half-written file; on any error the temp file is removed.
+    Streamed tensor by tensor (:mod:`.streaming`): memory stays near one tensor, not a full copy
+    of the model. A reader never sees a half-written file; on any error the temp file is removed.
     """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
@@ -153,23 +161,8 @@ def save_safetensors_atomic(
     bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise ValueError(f"safetensors metadata must be str -> str; offending keys: {bad[:5]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prepared = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(prepared, temp_name, metadata=meta)
-        # mkstemp and safetensors (0.8 replaces the file) both leave 0600: follow the umask.
-        os.chmod(temp_name, umask_mode(0o666))
-        os.replace(temp_name, path)
-    except BaseException as error:
-        Path(temp_name).unlink(missing_ok=True)
-        if isinstance(error, (SafetensorError, OSError)):  # disk full, ulimit -f, read-only
-            raise OutputWriteError(
-                f"could not write {str(path)!r} ({error}); free disk space, raise the file-size "
-                "limit (ulimit -f) or choose another output folder") from error
-        raise
-    logger.info("wrote %s (%d tensors)", path, len(prepared))
+    save_streaming_atomic(tensors, path, meta)
+    logger.info("wrote %s (%d tensors)", path, len(tensors))
     return path
 
 

@@ -129,10 +129,21 @@ def check_float_dtypes(expected: Mapping[str, torch.Tensor], found: Mapping[str,
                               f"{', '.join(bad[:3])}); weights must be F16, BF16 or F32: {hint}")
 
 
+_FINITE_CHUNK = 1 << 22  # elements per isfinite call: its temporaries stay a few MB
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """No NaN / inf in ``tensor``, checked in chunks (``isfinite`` of a 70 MB half tensor would
+    otherwise allocate several temporaries of its size: the loaders' peak is one tensor)."""
+    if not tensor.is_floating_point():
+        return True
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(part).all()) for part in flat.split(_FINITE_CHUNK))
+
+
 def check_finite(tensors: Mapping[str, torch.Tensor], what: str, hint: str) -> None:
     """Refuse NaN / inf in floating-point weights (they turn every output frame into NaN)."""
-    bad = [key for key, tensor in tensors.items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    bad = [key for key, tensor in tensors.items() if not is_finite(tensor)]
     if bad:
         raise CheckpointError(f"{what}: {len(bad)} weights contain NaN or infinite values "
                               f"(first: {', '.join(bad[:3])}); the file is damaged: {hint}")

@@ -50,17 +50,39 @@ def with_speed_layers(models, seed: int = 0, token_dim: int | None = None):
     configs = copy.deepcopy(models.component_configs())
     configs["backbone"]["speed_token_dim"] = dim
     configs["speed_encoder"] = speed_encoder_config(dim)
-    with torch.random.fork_rng(devices=[]):  # the new layers' random parts, reproducibly
-        torch.manual_seed(seed)
+    # Built on the meta device, then the source's own tensors assigned (no copy) and only the
+    # new speed layers made real: memory stays near the source model's size.
+    with torch.device("meta"):
         out = EMOModels.from_configs(configs)
     source = models.state_dict()
-    missing, unexpected = out.load_state_dict(source, strict=False)
+    missing, unexpected = out.load_state_dict(source, strict=False, assign=True)
     foreign = [k for k in missing if not is_speed_parameter(k)]
     if unexpected or foreign or not missing:
         raise ValueError(f"speed-layer model does not fit the source: missing {foreign[:5]}, "
                          f"unexpected {unexpected[:5]}")
+    with torch.random.fork_rng(devices=[]):  # the new layers' random parts, reproducibly
+        torch.manual_seed(seed)
+        _materialise_speed_layers(out, configs, dim)
     out.prediction_type = models.prediction_type
     logger.info("added %d speed-layer tensors (%.3f M parameters)", len(missing),
                 sum(out.state_dict()[k].numel() for k in missing) / 1e6)
     dtype = next(models.parameters()).dtype
     return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _materialise_speed_layers(out, configs: dict, dim: int) -> None:
+    """Replace the meta speed encoder and speed attentions of ``out`` by real, initialised ones
+    (each built by the same code as in a fresh model: zero output projections)."""
+    from .speed_encoder import SpeedEncoder
+    from .temporal import TemporalTransformerBlock, speed_attention
+
+    out.speed_encoder = SpeedEncoder.from_config(configs["speed_encoder"])
+    for block in out.backbone.modules():
+        if isinstance(block, TemporalTransformerBlock) and len(block.attention_blocks) > 2:
+            width = block.norms[2].normalized_shape[0]
+            block.attention_blocks[2] = speed_attention(width, block.attention_blocks[2].heads,
+                                                        dim)
+            block.norms[2] = torch.nn.LayerNorm(width)
+    left = [k for k, v in out.state_dict().items() if v.is_meta]
+    if left:
+        raise ValueError(f"speed layers left unmaterialised: {left[:5]}")

@@ -59,6 +59,15 @@ class TemporalAttention(Attention):
         return rearrange(out, "(b d) f c -> (b f) d c", d=spatial)
 
 
+def speed_attention(dim: int, heads: int, speed_token_dim: int) -> Attention:
+    """The speed cross-attention (``attention_blocks.2``), its output projection zero."""
+    speed = Attention(query_dim=dim, cross_attention_dim=speed_token_dim, heads=heads,
+                      dim_head=dim // heads, bias=False)
+    nn.init.zeros_(speed.to_out[0].weight)
+    nn.init.zeros_(speed.to_out[0].bias)
+    return speed
+
+
 class TemporalTransformerBlock(nn.Module):
     """Two temporal self-attentions (+ optional speed cross-attention), then GEGLU feed-forward."""
 
@@ -66,11 +75,7 @@ class TemporalTransformerBlock(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = [TemporalAttention(dim, heads, max_len) for _ in range(2)]
         if speed_token_dim:
-            speed = Attention(query_dim=dim, cross_attention_dim=speed_token_dim, heads=heads,
-                              dim_head=dim // heads, bias=False)
-            nn.init.zeros_(speed.to_out[0].weight)
-            nn.init.zeros_(speed.to_out[0].bias)
-            blocks.append(speed)
+            blocks.append(speed_attention(dim, heads, speed_token_dim))
         self.attention_blocks = nn.ModuleList(blocks)
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in blocks)
         self.ff = FeedForward(dim, activation_fn="geglu")
