@@ -29,6 +29,9 @@ from tests.nodes_workflow_graphs import (
     ui_path,
 )
 
+# Imports the pack inside a real ComfyUI: runs on every ComfyUI version CI tests.
+pytestmark = pytest.mark.comfyui
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / "example_workflows"
 
