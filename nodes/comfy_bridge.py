@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import comfy.lora
@@ -36,7 +37,8 @@ __all__ = [
     "check_interrupted", "ProgressReporter", "latent_previewer", "metadata_enabled",
     "output_directory", "save_path",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
-    "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path",
+    "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path", "SAMPLE_INPUTS",
+    "copy_samples_to_input",
 ]
 
 EMO_FOLDER = "emo"
@@ -58,8 +60,39 @@ VOCALS_OFF = "off"
 MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
 # Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
 BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
+# The sample portrait and speech every example workflow loads (Load Image / Load Audio).
+SAMPLE_INPUTS = ("portrait_astronaut.png", "speech_arctic_a0007.wav")
+BUNDLED_SAMPLES = BUNDLED_MEDIAPIPE.parent
 DEMO_HINT = ("or run `python -m emo_core demo-weights --comfyui-models <ComfyUI>/models` for tiny "
              "test weights")
+
+
+def copy_samples_to_input() -> list[str]:
+    """Copy the bundled sample portrait and speech into ComfyUI's input folder, so the example
+    workflows open with their Load Image / Load Audio files present (no missing-input warning)
+    and run as they are. A file already there is left alone (never overwritten: it may be the
+    user's own); each copy goes through a temporary name, so a half-written file never shows.
+    Returns the names copied; a read-only input folder is logged and skipped, never fatal."""
+    folder = Path(folder_paths.get_input_directory())
+    copied = []
+    for name in SAMPLE_INPUTS:
+        target = folder / name
+        if target.exists():
+            continue
+        partial = folder / f".{name}.emo-partial"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(BUNDLED_SAMPLES / name, partial)
+            partial.replace(target)
+            copied.append(name)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            logger.warning("EMO Portrait: could not copy the sample %s into %s (%s); the example "
+                           "workflows need it there", name, folder, error)
+    if copied:
+        logger.info("EMO Portrait: copied the example workflows' samples %s into %s",
+                    ", ".join(copied), folder)
+    return copied
 
 
 def register_model_folders() -> None:
@@ -330,15 +363,21 @@ def metadata_enabled() -> bool:
 
 def node_warning(text: str) -> None:
     """Log ``text`` as a warning and show it on the running node in the browser (ComfyUI's
-    progress-text message, as its API nodes use), so a graph user sees it without the console."""
+    progress-text message, as its API nodes use), so a graph user sees it without the console.
+
+    Sent to the client that queued the prompt only (``server.client_id``, which ComfyUI sets for
+    the running prompt and addresses its own progress messages to): without an address the
+    server would broadcast it to every open tab. A prompt queued without a client id (a script
+    on the API) has nobody to show it to: the log line is all."""
     logger.warning(text)
     from comfy_execution.utils import get_executing_context
     from server import PromptServer
 
     context = get_executing_context()
     server = getattr(PromptServer, "instance", None)
-    if context is not None and server is not None:
-        server.send_progress_text(f"warning: {text}", context.node_id)
+    client_id = getattr(server, "client_id", None)
+    if context is not None and client_id is not None:
+        server.send_progress_text(f"warning: {text}", context.node_id, client_id)
 
 
 def calculate_lora_weight(patches, weight: torch.Tensor, key: str) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The pack's ComfyUI extension: registers the model folders and lists the seven nodes."""
+"""The pack's ComfyUI extension: registers the model folders, puts the example workflows' samples
+into input/ and lists the seven nodes."""
 
 from __future__ import annotations
 
@@ -37,4 +38,7 @@ class EMOExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> EMOExtension:
     bridge.register_model_folders()
+    # The example workflows load the bundled samples by name from input/ (README, "Example
+    # workflows"): they are there before the first workflow opens.
+    bridge.copy_samples_to_input()
     return EMOExtension()

@@ -93,6 +93,12 @@ def _widgets() -> list:
             for name in SAMPLER_WIDGETS]
 
 
+# How a user sees the clip take shape while sampling (README, "Live previews").
+LIVE_PREVIEW_HINT = ("Live previews: in the frontend set Settings > Comfy > Execution > Live "
+                     "preview method to auto (or latent2rgb, taesd), or start ComfyUI with "
+                     "--preview-method auto; the server default shows none.")
+
+
 class EMOSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -101,7 +107,8 @@ class EMOSampler(io.ComfyNode):
             display_name="EMO Sampler",
             category="EMO",
             description="Generates the video clip by clip (each clip continues from the last "
-                        "motion frames of the previous one); memory does not grow with length.",
+                        "motion frames of the previous one); memory does not grow with length. "
+                        + LIVE_PREVIEW_HINT,
             inputs=[
                 EMOModelsType.Input("emo_models", tooltip="Models from Load EMO Models."),
                 EMOReferenceType.Input("reference", tooltip="From Encode Reference; its size "

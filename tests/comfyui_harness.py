@@ -35,7 +35,6 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 # test-only custom node: GET /emo_test/loaded_models lists comfy.model_management's loaded models
 PROBE_NODES = REPO_ROOT / "tests" / "comfyui_probe"
 PACK_NAME = "ComfyUI-EMO-Portrait"
@@ -83,6 +82,30 @@ def find_comfyui() -> Path | None:
         return path
     cached = ci_cache_dir() / f"comfyui-{COMFYUI_VERSION}"
     return cached if (cached / ".complete").is_file() else None
+
+
+def comfyui_version(path: Path | None = None) -> str | None:
+    """``__version__`` of the ComfyUI checkout ``path`` (default: the one the tests use)."""
+    try:
+        path = path or find_comfyui()
+    except ComfyServerError:
+        return None
+    if path is None or not (path / "comfyui_version.py").is_file():
+        return None
+    text = (path / "comfyui_version.py").read_text(encoding="utf-8")
+    found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", text)
+    return found.group(1) if found else None
+
+
+def _artifacts() -> Path:
+    """``test-artifacts/comfyui-<version>/``: CI runs the integration tests once per ComfyUI
+    version, and each run's logs and screenshots must survive the next one."""
+    version = comfyui_version()
+    root = REPO_ROOT / "test-artifacts"
+    return root / f"comfyui-{version}" if version else root
+
+
+ARTIFACTS = _artifacts()
 
 
 def env_flag(env_var: str) -> bool:

@@ -23,6 +23,7 @@ from PIL import Image
 from tests.comfyui_harness import ComfyServer
 
 PREVIEW_IMAGE = 1  # protocol.BinaryEventTypes: [image type u32][JPEG/PNG bytes]
+TEXT = 3  # [node id length u32][node id][UTF-8 text] (server.send_progress_text)
 PREVIEW_IMAGE_WITH_METADATA = 4  # [metadata length u32][metadata JSON][image bytes]
 DONE = ("execution_success", "execution_error", "execution_interrupted")
 
@@ -138,6 +139,16 @@ class WsClient:
             image = Image.open(io.BytesIO(payload))
             image.load()
             found.append(Preview(index, node, image))
+        return found
+
+    def texts(self) -> list[tuple[str, str]]:
+        """``(node id, text)`` of every progress-text message (what a node shows on itself)."""
+        found = []
+        for kind, data in self.snapshot():
+            if kind == "binary" and struct.unpack(">I", data[:4])[0] == TEXT:
+                (length,) = struct.unpack(">I", data[4:8])
+                found.append((data[8:8 + length].decode("utf-8"),
+                              data[8 + length:].decode("utf-8", errors="replace")))
         return found
 
     def node_span(self, node_id: str) -> tuple[int, int]:

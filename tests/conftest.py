@@ -6,20 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
-# Copies travel with the repository so a clean clone (where ../shared may not exist) still tests.
-BUNDLED = (REPO_ROOT / "emo_core" / "samples", REPO_ROOT / "emo_core" / "samples" / "mediapipe",
-           REPO_ROOT / "tests" / "fixtures")
-
-
-def fixture_path(name: str) -> Path:
-    """Path of a fixture file: ``../shared/fixtures`` first, then the bundled copies."""
-    for folder in (SHARED_FIXTURES, *BUNDLED):
-        candidate = folder / name
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"fixture {name!r} not found in {SHARED_FIXTURES} or {BUNDLED}")
+from tests.fixture_sets import fixture_path
 
 
 @pytest.fixture

@@ -1,18 +1,20 @@
 """Inputs for end-to-end runs of a converted Hallo checkpoint (CLI and ComfyUI tests): the Hallo
-tiny fixture (``$EMO_HALLO_FIXTURE``, default ``../shared/fixtures/hallo_tiny``) converted with
+tiny fixture (``$EMO_HALLO_FIXTURE``, default ``tests/fixtures/hallo_tiny``) converted with
 ``convert_hallo``, and a short speech clip with an exactly known frame count."""
 
 from __future__ import annotations
 
 import json
-import os
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from tests.fixture_sets import HALLO_FIXTURE
+
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE") or ROOT.parent / "shared/fixtures/hallo_tiny")
+
+FIXTURE = HALLO_FIXTURE
 HAS_FIXTURE = (FIXTURE / "outputs.safetensors").is_file()
 WAV2VEC = FIXTURE / "pretrained_models/wav2vec/wav2vec2-base-960h"
 SAMPLES = ROOT / "emo_core" / "samples"

@@ -74,8 +74,9 @@ UI_ONLY_AFTER = {("LoadImage", "image"): ["image"], ("LoadAudio", "audio"): [Non
 
 NOTE = (
     "EMO Portrait example ({title}).\n\n"
-    "1. Copy portrait_astronaut.png and speech_arctic_a0007.wav from "
-    "custom_nodes/ComfyUI-EMO-Portrait/emo_core/samples/ into ComfyUI/input/.\n"
+    "1. The sample portrait_astronaut.png and speech_arctic_a0007.wav are copied into "
+    "ComfyUI/input/ when the pack loads; pick your own photo and audio in Load Image / Load "
+    "Audio.\n"
     "2. Put emo.safetensors into models/emo/ and a wav2vec2 folder into models/wav2vec2/. "
     "For a quick test: python -m emo_core demo-weights --comfyui-models ComfyUI/models (tiny random "
     "weights: the video is noise, but every node runs, in a few minutes on a CPU).\n\n"
@@ -184,7 +185,8 @@ HALLO_NOTE = (
     "2. Copy pretrained_models/wav2vec/wav2vec2-base-960h into models/wav2vec2/ and "
     "pretrained_models/face_analysis/models into models/insightface/ (as models/insightface/"
     "models).\n"
-    "3. Load a square photo with a clear, frontal face and your speech; queue.\n\n"
+    "3. Load a square photo with a clear, frontal face and your speech (the samples copied "
+    "into ComfyUI/input/ when the pack loads are selected); queue.\n\n"
     "Hallo's settings: 512 px, 40 steps, 25 fps, clips of 16 + 2 motion frames, joint CFG 3.5 "
     "(guidance_reference), its DDIM (v-prediction, trailing). The Speed Embedding is ignored "
     "(Hallo has no speed layers) and Face Locator Mask is unused: Encode Reference computes "
@@ -210,11 +212,13 @@ GRAPHS = {"emo_talking_portrait": talking_portrait,
           "emo_civitai_style": civitai_style,
           "emo_hallo_weights": hallo_weights}
 # Template card title (and description) = the UI file's name; see the module docstring.
+# Short enough for one line on a card of either frontend (1.58 clamps the title to one line;
+# tests/test_browser.py checks nothing is cut).
 TITLES_UI = {
-    "emo_talking_portrait": "EMO talking portrait (photo and speech to video)",
-    "emo_long_video_low_memory": "EMO long video (low memory, pasted into the full photo)",
-    "emo_civitai_style": "EMO civitai style (SD1.5 checkpoint and LoRA as the look)",
-    "emo_hallo_weights": "EMO with Hallo weights (real talking faces)",
+    "emo_talking_portrait": "EMO talking portrait",
+    "emo_long_video_low_memory": "EMO long video, low memory",
+    "emo_civitai_style": "EMO with a civitai style",
+    "emo_hallo_weights": "EMO with Hallo weights",
 }
 
 TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above node.pos

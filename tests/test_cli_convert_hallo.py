@@ -4,7 +4,6 @@ checkpoint out; other models' net.pth, truncated and incomplete files refused by
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import pytest
 import torch
 
 from emo_core.cli.main import main
+from tests.fixture_sets import HALLO_FIXTURE
 
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE")
-               or Path(__file__).resolve().parents[1].parent / "shared/fixtures/hallo_tiny")
+FIXTURE = HALLO_FIXTURE
 pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.safetensors").is_file(),
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
 PRETRAINED = FIXTURE / "pretrained_models"

@@ -1,6 +1,6 @@
 """The Hallo variant computes what Hallo computes: goldens produced by Hallo's own code.
 
-Fixture folder: ``$EMO_HALLO_FIXTURE`` (default ``<repo>/../shared/fixtures/hallo_tiny``), see its
+Fixture folder: ``$EMO_HALLO_FIXTURE`` (default ``tests/fixtures/hallo_tiny``), see its
 README for each tensor. Tolerances (fp32, 1 thread): 1e-5 for the small modules, 1e-4 for the
 denoiser and the audio front-end, 1e-3 for end-to-end latents (the issue's figures); the measured
 errors are ~1e-6 .. 1.4e-5 (reduction-order differences only).
@@ -9,14 +9,13 @@ errors are ~1e-6 .. 1.4e-5 (reduction-order differences only).
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE")
-               or Path(__file__).resolve().parents[1].parent / "shared/fixtures/hallo_tiny")
+from tests.fixture_sets import HALLO_FIXTURE
+
+FIXTURE = HALLO_FIXTURE
 pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.safetensors").is_file(),
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
 PRETRAINED = FIXTURE / "pretrained_models"

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE")
-               or Path(__file__).resolve().parents[1].parent / "shared/fixtures/hallo_tiny")
+from tests.fixture_sets import HALLO_FIXTURE
+
+FIXTURE = HALLO_FIXTURE
 pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.safetensors").is_file(),
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
 

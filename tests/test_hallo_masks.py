@@ -3,8 +3,6 @@ FaceLandmarker model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,14 +16,14 @@ from emo_core.face.hallo_masks import (
     face_landmarks,
     hallo_region_masks,
 )
+from tests.fixture_sets import fixture_path
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-MEDIAPIPE = FIXTURES / "face_landmarker.task"
-DETECTOR = FIXTURES / "blaze_face_short_range.tflite"
-PORTRAIT = FIXTURES / "portrait_astronaut.png"
+MEDIAPIPE = fixture_path("face_landmarker.task")
+FIXTURES = MEDIAPIPE.parent  # the MediaPipe model folder
+DETECTOR = fixture_path("blaze_face_short_range.tflite")
+PORTRAIT = fixture_path("portrait_astronaut.png")
 LATENT = 64  # Hallo's 512 px video
 
-pytestmark = pytest.mark.skipif(not MEDIAPIPE.is_file(), reason="MediaPipe fixtures missing")
 
 
 @pytest.fixture(scope="module")

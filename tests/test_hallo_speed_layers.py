@@ -11,14 +11,14 @@ Hallo's audio projection (2 layers x 32).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE")
-               or Path(__file__).resolve().parents[1].parent / "shared/fixtures/hallo_tiny")
+from tests.fixture_sets import HALLO_FIXTURE
+
+FIXTURE = HALLO_FIXTURE
 pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.safetensors").is_file(),
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
 PRETRAINED = FIXTURE / "pretrained_models"

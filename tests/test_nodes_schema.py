@@ -29,6 +29,9 @@ from tests.nodes_workflow_graphs import (
     ui_path,
 )
 
+# Imports the pack inside a real ComfyUI: runs on every ComfyUI version CI tests.
+pytestmark = pytest.mark.comfyui
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / "example_workflows"
 
@@ -38,6 +41,14 @@ comfy, repo = sys.argv[1], sys.argv[2]
 sys.path.insert(0, comfy)
 from comfy.cli_args import args
 args.cpu = True  # no GPU here; ComfyUI's device probe would fail otherwise
+import os, tempfile
+import folder_paths
+# Loading the pack copies its samples into the input folder: a throwaway one here (never the
+# checkout's own), already holding a user's file under one of the sample names.
+inputs = tempfile.mkdtemp(prefix="emo-probe-input-")
+folder_paths.set_input_directory(inputs)
+with open(os.path.join(inputs, "speech_arctic_a0007.wav"), "wb") as mine:
+    mine.write(b"the user's own file")
 spec = importlib.util.spec_from_file_location("emo_pack_probe", repo + "/__init__.py",
                                               submodule_search_locations=[repo])
 pack = importlib.util.module_from_spec(spec)
@@ -49,6 +60,8 @@ classes = asyncio.run(extension.get_node_list())
 info = {c.GET_NODE_INFO_V1()["name"]: c.GET_NODE_INFO_V1() for c in classes}
 # The pack folder is on sys.path now; "nodes" must still mean ComfyUI's nodes.py.
 info["nodes_origin"] = importlib.util.find_spec("nodes").origin
+info["input_after_load"] = {n: open(os.path.join(inputs, n), "rb").read().hex()
+                            for n in sorted(os.listdir(inputs))}
 print("JSON" + json.dumps(info, default=str))
 """
 
@@ -97,6 +110,22 @@ def test_seven_nodes_with_ids_names_and_category(schemas):
         assert info["category"] == "EMO"
         assert info["description"], node_id
     assert schemas["nodes_origin"].endswith("nodes.py"), schemas["nodes_origin"]
+
+
+def test_loading_the_pack_puts_the_samples_into_input_and_keeps_user_files(schemas):
+    """The examples' Load Image / Load Audio files are in input/ once the pack has loaded
+    (issue 25); a file of the same name already there is the user's and stays as it was."""
+    found = schemas["input_after_load"]
+    samples = REPO_ROOT / "emo_core" / "samples"
+    assert sorted(found) == ["portrait_astronaut.png", "speech_arctic_a0007.wav"], sorted(found)
+    assert bytes.fromhex(found["portrait_astronaut.png"]) == (
+        samples / "portrait_astronaut.png").read_bytes()
+    assert bytes.fromhex(found["speech_arctic_a0007.wav"]) == b"the user's own file"
+
+
+def test_sampler_tooltip_says_how_to_turn_on_live_previews(schemas):
+    description = schemas["EMOSampler"]["description"]
+    assert "Live preview method" in description and "--preview-method" in description
 
 
 def test_every_input_has_a_tooltip(schemas):

@@ -346,8 +346,15 @@ def test_hallo_workflow_writes_the_exact_frame_count(comfy_server):
     assert message.startswith("face_analysis: no insightface models 'models/buffalo_l' in "
                               "models/insightface"), message
     assert "fudan-generative-ai/hallo" in message
-    entry = comfy_server.wait_history(comfy_server.post_prompt(workflow), timeout=600)
+    # Two browser tabs: the warning goes to the one that queued the prompt, not to the other.
+    with WsClient(comfy_server) as queuer, WsClient(comfy_server) as other_tab:
+        prompt_id = queuer.queue(workflow)
+        assert queuer.wait(prompt_id, timeout=600) == "execution_success"
+    entry = comfy_server.wait_history(prompt_id, timeout=60)
     assert entry["status"]["status_str"] == "success", _messages(entry)
+    warnings = [text for node, text in queuer.texts() if text.startswith("warning: ")]
+    assert any("ignoring the Speed Embedding input" in text for text in warnings), queuer.texts()
+    assert other_tab.texts() == [], other_tab.texts()
     (record,) = output_files(entry)
     assert record["subfolder"] == "EMO" and record["filename"].startswith("hallo")
     _check_mp4(comfy_server.base_dir / "output" / record["subfolder"] / record["filename"],

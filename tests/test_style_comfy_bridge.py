@@ -22,6 +22,9 @@ from emo_core.style import apply_style_delta
 from tests.comfyui_harness import import_pack_in_process
 from tests.test_style_deltas import LORA_LAYERS, make_lora, random_unet, write_sd15_file
 
+# Imports the pack inside a real ComfyUI: runs on every ComfyUI version CI tests.
+pytestmark = pytest.mark.comfyui
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -119,3 +122,21 @@ def test_sd2_model_is_refused_naming_what_was_connected(setup):
         bridge.ModelDeltaSource(sd2, None, dict(setup["emo"].backbone.unet.config))
     with pytest.raises(EMOInputError, match="expected a MODEL"):
         bridge.check_sd15_model(object(), "base_model")
+
+
+def test_sd15_style_on_tiny_demo_weights_blames_the_demo_checkpoint(setup):
+    """Issue 25: the civit.ai example with the demo EMO weights. The style MODEL is a genuine
+    SD1.5 (cross-attention 768) and the EMO weights are the tiny demo ones (width 64): the
+    message must name the demo checkpoint as the cause, not ask for an SD1.5 style model."""
+    from emo_core.errors import CheckpointError
+
+    comfy, bridge = setup["comfy"], setup["bridge"]
+    sd15 = _load(comfy, setup["sd15"])
+    with pytest.raises(CheckpointError) as refused:
+        bridge.ModelDeltaSource(sd15, None, dict(unet_config("tiny")))
+    message = str(refused.value)
+    assert message.startswith("style_model is a fine Stable Diffusion 1.5 model"), message
+    assert "tiny demo weights" in message and "Load EMO Models" in message, message
+    assert "use an SD1.5 checkpoint" not in message, message
+    # The same style against SD1.5-sized EMO weights passes this check (and is applied above).
+    bridge.ModelDeltaSource(sd15, None, dict(setup["emo"].backbone.unet.config))

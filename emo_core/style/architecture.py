@@ -50,10 +50,38 @@ def check_sd15_unet(shapes: Mapping, unet_config: Mapping, what: str) -> str:
             f"{what} is {family}, not a Stable Diffusion 1.5 UNet; EMO styles come from SD1.5 "
             "checkpoints and LoRAs (civit.ai 'SD 1.5' base model): use one of those"
         )
+    _refuse_undersized_emo(shapes, unet_config, what)
     try:
         return detect_unet_format(shapes, unet_config)
     except CheckpointError as error:
         raise CheckpointError(f"{what}: {error}") from error
+
+
+SD15_CROSS_ATTENTION_DIM = 768  # CLIP ViT-L/14 text width, what every SD1.x UNet attends to
+
+
+def _cross_attention_dim(shapes: Mapping) -> int | None:
+    for key, value in shapes.items():
+        if key.endswith("attn2.to_k.weight"):
+            return tuple(value.shape if hasattr(value, "shape") else value)[-1]
+    return None
+
+
+def _refuse_undersized_emo(shapes: Mapping, unet_config: Mapping, what: str) -> None:
+    """A real SD1.5 style against EMO weights that are not SD1.5-sized (the tiny demo weights):
+    the EMO checkpoint is the odd one out, so the message must blame it, not the style."""
+    emo_dim = unet_config["cross_attention_dim"]
+    if emo_dim == SD15_CROSS_ATTENTION_DIM:
+        return
+    if _cross_attention_dim(shapes) == SD15_CROSS_ATTENTION_DIM:
+        raise CheckpointError(
+            f"{what} is a fine Stable Diffusion 1.5 model, but the EMO checkpoint selected in "
+            f"Load EMO Models is not SD1.5-sized (cross-attention width {emo_dim}, "
+            f"{unet_config['block_out_channels'][0]} base channels instead of 768 and 320): "
+            "these are tiny demo weights ('emo-portrait demo-weights'), made only to try the "
+            "graph quickly. A style needs EMO weights built on SD1.5: select real EMO weights "
+            "(or Hallo weights) in Load EMO Models, or disconnect style_model to run the demo"
+        )
 
 
 def check_shapes_fit(source: Mapping, target: Mapping, what: str, component: str) -> None:
