@@ -260,9 +260,18 @@ def _as_channels_first(waveform) -> torch.Tensor:
             f"audio has {tensor.shape[0]} channels (shape {shape}); expected at most "
             f"{MAX_CHANNELS} in (channels, samples) order. If it is (samples, channels), "
             "transpose it")
+    if tensor.shape[0] == 0:  # not "silent": there is no channel to listen to
+        raise EMOInputError(f"audio has 0 channels (shape {shape}); connect audio with at least "
+                            "one channel (a Load Audio node)")
     if tensor.numel() == 0:
         raise EMOInputError(f"audio is empty: shape {shape} has no samples; use a clip with sound")
     return _to_float32(tensor.detach().cpu(), shape)
+
+
+def channels_first(waveform) -> torch.Tensor:
+    """One clip ``(T,) | (C, T) | (1, C, T)`` -> ``(C, T)`` float32 CPU (integer PCM scaled to
+    -1..1; a batch of several clips, 0 channels or no samples refused). NaN/inf are kept."""
+    return _as_channels_first(waveform)
 
 
 def _from_array(waveform) -> torch.Tensor:

@@ -37,6 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import EMOInputError
+    from .output_guard import refuse_output_over_inputs
+
+    refuse_output_over_inputs([("--out", args.out)], [("--pretrained-models", args.pretrained_models),
+                                                      ("--unet-kwargs", args.unet_kwargs)])
 
     kwargs = None
     if args.unet_kwargs is not None:

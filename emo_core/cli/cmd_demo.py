@@ -107,7 +107,14 @@ def _preflight(args) -> None:
     from ..errors import EMOInputError
     from ..pipeline.preflight import check_media_file, check_output_file
     from ..pipeline.settings import GenerationSettings
+    from .output_guard import refuse_output_over_inputs
 
+    weights = args.weights or (TRAINED_TINY if args.talking_cartoon
+                               else default_cache() / "demo-weights")
+    refuse_output_over_inputs([("--out", args.out)], [("--audio", args.audio),
+                                                      ("--weights", weights)],
+                              [] if args.talking_cartoon else
+                              [("--weights", weights, ("emo.safetensors", "wav2vec2"))])
     size = args.size or (CARTOON_SIZE if args.talking_cartoon else DEMO_SIZE)
     steps = args.steps or (CARTOON_STEPS if args.talking_cartoon else DEMO_STEPS)
     GenerationSettings(fps=args.fps, steps=steps, size=size, seed=args.seed).validate()

@@ -100,7 +100,18 @@ def style_files(args) -> list[tuple[str, Path]]:
     return files + [("--lora", path) for path, _ in args.lora]
 
 
+def input_paths(args) -> list[tuple[str, Path]]:
+    """Every file or folder ``generate`` reads, as ``(option, path)``."""
+    return [("--image", args.image), ("--audio", args.audio), ("--checkpoint", args.checkpoint),
+            ("--wav2vec", args.wav2vec), ("--mediapipe", args.mediapipe),
+            ("--face-analysis", args.face_analysis), ("--separate-vocals", args.separate_vocals),
+            ("--speed-from-video", args.speed_from_video), *style_files(args)]
+
+
 def run(args) -> int:
+    from .output_guard import refuse_output_over_inputs
+
+    refuse_output_over_inputs([("--out", args.out)], input_paths(args))
     from ..pipeline.preflight import preflight_request
     from ..pipeline.run import generate_video
 
