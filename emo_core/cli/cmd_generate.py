@@ -110,8 +110,10 @@ def input_paths(args) -> list[tuple[str, Path]]:
 
 def run(args) -> int:
     from .output_guard import refuse_output_over_inputs
+    from .quick_checks import quick_generate_checks
 
     refuse_output_over_inputs([("--out", args.out)], input_paths(args))
+    quick_generate_checks(args)  # options, paths, headers: before torch is imported
     from ..pipeline.preflight import preflight_request
     from ..pipeline.run import generate_video
 

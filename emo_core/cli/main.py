@@ -89,7 +89,15 @@ def one_line(error: BaseException) -> str:
 _WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
+def _printable_streams() -> None:
+    """A non-ASCII file name printed under LC_ALL=C (ASCII streams) must not crash the run."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed streams
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _printable_streams()
     previous = stop_signals.install()
     try:
         return _main(argv)

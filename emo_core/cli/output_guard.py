@@ -118,8 +118,10 @@ def refuse_output_over_inputs(outputs: Iterable[Pair], inputs: Iterable[Pair],
             source_real = _resolved(source)
             if not _inside(source_real, real):
                 continue
-            if source_real == real:
-                raise _refuse(out_option, folder, in_option, source, "is the same folder as")
+            if source_real == real:  # a cache is read and written on purpose (writes given)
+                if writes is None:
+                    raise _refuse(out_option, folder, in_option, source, "is the same folder as")
+                continue
             child = source_real.relative_to(real).parts[0]
             if writes is None or child.startswith(tuple(writes)):
                 raise _refuse(out_option, folder, in_option, source,
