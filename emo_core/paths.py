@@ -86,10 +86,12 @@ def check_output_path(path, suffix: str | None = ".mp4", what: str = "output") -
     if len(os.fsencode(f".{path.stem}.12345678{_TEMP_SUFFIX}")) > 255:
         raise _refuse(what, path, "has a file name too long for this file system")
     parent = _existing_ancestor(path, what)
-    if parent != path.parent:  # folders will be created: they must be creatable
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise _refuse(what, path, f"needs new folders inside {str(parent)!r}, which is not "
-                          "writable")
+    if parent != path.parent:  # folders will be created: they must be creatable (probed:
+        try:  # permissions alone miss read-only mounts, immutable folders and root's rights)
+            os.rmdir(tempfile.mkdtemp(prefix=".emo-probe.", dir=parent))
+        except OSError as error:
+            raise _refuse(what, path, f"needs new folders inside {str(parent)!r}, which refuses "
+                          f"them ({error.strerror})") from None
         return path
     _probe(path, what)
     return path

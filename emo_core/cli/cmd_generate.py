@@ -18,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "generate",
         help="generate a talking/singing video from one portrait and one audio file",
         description="Generate a talking/singing video: the face in IMAGE speaks AUDIO. Output is an "
-        "H.264 + AAC mp4 with exactly round(audio seconds x fps) frames, written atomically.",
+        "H.264 + AAC mp4 with exactly audio seconds x fps frames, rounded half up (2.5 -> 3), "
+        "written atomically.",
         formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
