@@ -80,7 +80,7 @@ def frame_source(images, latent, emo_models, vae, batch: int, fps: float):
         raise EMOInputError("connect exactly one of images or latent to Frames to Video")
     if images is not None:
         check_image_batch(images)
-        check_fps(getattr(images, "emo_fps", None), fps, "images")
+        check_fps(getattr(images, "emo_fps", None), fps, "the images")
         return images.shape[0], _image_chunks(images, batch)
     check_fps(latent.get("emo_fps") if isinstance(latent, dict) else None, fps, "the latent")
     samples = latent_frames(latent).float().cpu()
@@ -98,8 +98,8 @@ def check_fps(stored_fps, fps: float, what: str) -> None:
     """``stored_fps``: the rate Wav2Vec Audio Features cut the frames at (None: unknown)."""
     if stored_fps is not None and abs(float(stored_fps) - fps) > 1e-6:
         raise EMOInputError(
-            f"fps is {fps:g} but {what} was made at {float(stored_fps):g} fps (Wav2Vec Audio "
-            f"Features); set fps to {float(stored_fps):g} or the video plays at the wrong speed "
+            f"fps is {fps:g} but {what} came from Wav2Vec Audio Features at "
+            f"{float(stored_fps):g} fps; set fps to {float(stored_fps):g} or the video plays at the wrong speed "
             "and the audio drifts out of sync")
 
 

@@ -102,7 +102,8 @@ def refuse_output_over_inputs(outputs: Iterable[Pair], inputs: Iterable[Pair],
         for in_option, source in inputs:
             source_id = _identity(source)
             if (out_id is not None and out_id == source_id) or out_real == _resolved(source):
-                raise _refuse(out_option, out, in_option, source, "is the same file as")
+                raise _refuse(out_option, out, in_option, source, "is the same folder as"
+                              if out.is_dir() else "is the same file as")
             if out_id is not None and source_id is not None and Path(source).is_dir() \
                     and not out.is_dir() and out_id in _folder_files(source):
                 raise _refuse(out_option, out, in_option, source, "is a file inside")
