@@ -132,10 +132,13 @@ def to_rgb_uint8(image, name: str = "image") -> np.ndarray:
 
 def _pil_to_array(picture: Image.Image) -> np.ndarray:
     """PIL image of any mode -> array that ``to_rgb_uint8`` accepts (alpha kept for compositing)."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: PIL's convert("RGB") would clip at 255 instead of scaling.
-        values = np.asarray(picture, dtype=np.float32)
-        values /= 65535.0 if values.max() > 255 else 255.0
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / 32-bit / float greyscale: PIL's convert("RGB") would clip at 255 (and turn a
+        # float TIFF in 0..1 black) instead of scaling.
+        values = np.nan_to_num(np.asarray(picture, dtype=np.float32), nan=0.0)
+        peak = float(values.max()) if values.size else 0.0
+        if picture.mode != "F" or peak > 1.0 + _FLOAT_TOLERANCE:
+            values /= 65535.0 if peak > 255 else 255.0
         return np.clip(values, 0.0, 1.0, out=values)
     has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
     if not has_alpha:

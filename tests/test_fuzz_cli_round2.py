@@ -408,6 +408,23 @@ class Cases:
                 shm / f"emo_fuzz_{os.getpid()}.mp4", checkpoint=self.portrait),
                 names=["p.png"])  # refused for the checkpoint, not the /dev/shm folder
         self.add("c8:generate_out_sys", self.generate(Path("/sys/x.mp4")), names=["system"])
+        import numpy as np
+        from PIL import Image
+
+        wide = r / "ch100.wav"
+        wide.write_bytes(wav_bytes(np.tile(speech_clip(0.2), 100), channels=100))
+        self.add("c8:generate_wav_100_channels", self.generate(r / "o6.mp4", audio=wide),
+                 names=["ch100.wav", "channels"])
+        padded = r / "pad16.wav"  # 16 zero bytes after the samples: FFmpeg plays it
+        padded.write_bytes(wav_bytes(speech_clip(SECONDS)) + b"\0" * 16)
+        tiff = r / "float01.tif"  # float grey TIFF in 0..1: was decoded black ("no face")
+        grey = np.asarray(Image.open(self.portrait).convert("L"), np.float32) / 255
+        Image.fromarray(grey, "F").save(tiff)
+        for name, change in (("wav_trailing_zeros", {"audio": padded}),
+                             ("float_tiff_0_1", {"image": tiff})):
+            folder = r / "out" / f"c8_{name}"
+            self.add(f"c8:generate_{name}", self.generate(folder / "x.mp4", **change),
+                     expect="success", folder=folder)
 
     def class9(self) -> None:
         """Header-only refusals (timed in bench_startup --refusals); here: the classes hold."""

@@ -94,6 +94,11 @@ class Mp4Writer:
             self._audio = self._container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
 
     def _write_error(self, error: BaseException) -> OutputWriteError:
+        if isinstance(error, FileNotFoundError) or not self.path.parent.is_dir():
+            return OutputWriteError(  # not a disk-space problem: the folder went away
+                f"could not write video {str(self.path)!r}: its folder "
+                f"{str(self.path.parent)!r} was removed or renamed during the run; run again "
+                "with an existing output folder")
         return OutputWriteError(
             f"could not write video {str(self.path)!r} ({error}); free disk space, raise the "
             "file-size limit (ulimit -f) or choose another output path")
