@@ -132,12 +132,24 @@ def to_rgb_uint8(image, name: str = "image") -> np.ndarray:
 
 def _pil_to_array(picture: Image.Image) -> np.ndarray:
     """PIL image of any mode -> array that ``to_rgb_uint8`` accepts (alpha kept for compositing)."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: PIL's convert("RGB") would clip at 255 instead of scaling.
-        values = np.asarray(picture, dtype=np.float64)
-        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0.0, 1.0)
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / 32-bit / float greyscale: PIL's convert("RGB") would clip at 255 (and turn a
+        # float TIFF in 0..1 black) instead of scaling.
+        values = np.nan_to_num(np.asarray(picture, dtype=np.float32), nan=0.0)
+        peak = float(values.max()) if values.size else 0.0
+        if picture.mode != "F" or peak > 1.0 + _FLOAT_TOLERANCE:
+            values /= 65535.0 if peak > 255 else 255.0
+        return np.clip(values, 0.0, 1.0, out=values)
     has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
-    return np.asarray(picture.convert("RGBA" if has_alpha else "RGB"))
+    if not has_alpha:
+        return np.asarray(picture.convert("RGB"))
+    # Alpha composited onto the background in PIL, in uint8: the float path of to_rgb_uint8
+    # held about 12 full-size float copies (1.2 GB more for a 25-megapixel RGBA PNG, issue 23);
+    # this holds the decoded picture plus two uint8 RGB planes. Same result to +-1 level.
+    rgba = picture.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (int(_BACKGROUND),) * 3)
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return np.asarray(background)
 
 
 def _too_large(path: Path, size: tuple[int, int] | None, limit: int) -> EMOInputError:

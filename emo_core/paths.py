@@ -18,6 +18,8 @@ from .errors import EMOInputError
 
 # Pseudo file systems: writing a video there is always a mistake (and /dev/full fails on write).
 SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
+# ...except the shared-memory tmpfs, an ordinary writable folder (probed like any other).
+WRITABLE_SYSTEM_FOLDERS = (Path("/dev/shm"),)
 _TEMP_SUFFIX = ".mp4.part"  # what emo_core.pipeline.video.Mp4Writer writes before the rename
 
 
@@ -30,6 +32,12 @@ def _resolve(path: Path, what: str) -> Path:
         return Path(os.path.realpath(path, strict=False))
     except (OSError, RuntimeError) as error:  # symlink loops (ELOOP), unreadable parts
         raise _refuse(what, path, f"cannot be resolved ({error})") from None
+
+
+def _in_system_folder(resolved: Path) -> bool:
+    def under(folders):
+        return any(resolved == f or f in resolved.parents for f in folders)
+    return under(SYSTEM_FOLDERS) and not under(WRITABLE_SYSTEM_FOLDERS)
 
 
 def _existing_ancestor(path: Path, what: str) -> Path:
@@ -55,6 +63,9 @@ def check_output_path(path, suffix: str | None = ".mp4", what: str = "output") -
     stays: the probe file is removed at once, missing folders are not created.
     """
     path = Path(path).expanduser()
+    if suffix and path.name.lower() == suffix:  # "dir/.mp4": a hidden file with no suffix
+        raise _refuse(what, path, f"has no file name before {suffix} (a name such as "
+                      f"{str(path.parent / ('video' + suffix))!r})")
     if suffix and path.suffix.lower() != suffix:
         raise _refuse(what, path, f"must end in {suffix}")
     if os.path.lexists(path):
@@ -68,15 +79,19 @@ def check_output_path(path, suffix: str | None = ".mp4", what: str = "output") -
         if not stat.S_ISREG(info.st_mode):
             raise _refuse(what, path, "exists and is not a regular file (a device or pipe)")
     resolved = _resolve(path, what)
-    if any(resolved == folder or folder in resolved.parents for folder in SYSTEM_FOLDERS):
+    if _in_system_folder(resolved):
         raise _refuse(what, path, "is in a system folder (/dev, /proc, /sys)")
-    if len(f".{path.stem}.12345678{_TEMP_SUFFIX}".encode()) > 255:
+    # os.fsencode: the bytes the file system gets (a non-ASCII name under LC_ALL=C arrives as
+    # surrogate escapes, which str.encode() refuses)
+    if len(os.fsencode(f".{path.stem}.12345678{_TEMP_SUFFIX}")) > 255:
         raise _refuse(what, path, "has a file name too long for this file system")
     parent = _existing_ancestor(path, what)
-    if parent != path.parent:  # folders will be created: they must be creatable
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise _refuse(what, path, f"needs new folders inside {str(parent)!r}, which is not "
-                          "writable")
+    if parent != path.parent:  # folders will be created: they must be creatable (probed:
+        try:  # permissions alone miss read-only mounts, immutable folders and root's rights)
+            os.rmdir(tempfile.mkdtemp(prefix=".emo-probe.", dir=parent))
+        except OSError as error:
+            raise _refuse(what, path, f"needs new folders inside {str(parent)!r}, which refuses "
+                          f"them ({error.strerror})") from None
         return path
     _probe(path, what)
     return path
@@ -92,3 +107,29 @@ def _probe(path: Path, what: str) -> None:
                       f"({error.strerror})") from None
     os.close(fd)
     os.unlink(name)
+
+
+def check_output_folder(path, what: str = "output folder") -> Path:
+    """Raise ``EMOInputError`` unless files can be written in folder ``path`` (existing or to be
+    created): not a file, not under a file or a system folder, and a folder can be created in
+    its nearest existing folder (probed: read-only and immutable folders, /proc, a full quota).
+    Creates nothing that stays."""
+    path = Path(path).expanduser()
+    if os.path.lexists(path):
+        try:
+            info = path.stat()
+        except OSError as error:
+            raise _refuse(what, path, f"is a broken or looping symlink ({error.strerror})"
+                          ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise _refuse(what, path, "is a file, not a folder")
+    resolved = _resolve(path, what)
+    if _in_system_folder(resolved):
+        raise _refuse(what, path, "is in a system folder (/dev, /proc, /sys)")
+    parent = path if os.path.isdir(path) else _existing_ancestor(path, what)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".emo-probe.", dir=parent))
+    except OSError as error:
+        raise _refuse(what, path, f"cannot be written: {str(parent)!r} refuses new files "
+                      f"({error.strerror})") from None
+    return path

@@ -49,6 +49,15 @@ def uint8_to_image(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.float32) / 255.0
 
 
+def with_fps(images, fps: float):
+    """Tag an IMAGE tensor with the fps its frames were cut at (``images.emo_fps``), as the
+    sampler's LATENT carries ``emo_fps``: Frames to Video refuses another fps on either path.
+    ComfyUI hands the same tensor object to the next node, so the tag travels with it."""
+    if isinstance(images, torch.Tensor):
+        images.emo_fps = float(fps)
+    return images
+
+
 def image_to_uint8(images: torch.Tensor) -> np.ndarray:
     """IMAGE ``(B, H, W, C)`` float 0..1 -> ``(B, H, W, 3)`` uint8 (extra channels dropped)."""
     values = images[..., :3].detach().float().clamp(0, 1).cpu().numpy()
@@ -69,17 +78,14 @@ def audio_waveform(audio, name: str = "audio") -> tuple[torch.Tensor, int]:
             f"{name}: expected a ComfyUI AUDIO value {{'waveform': (B, C, T), 'sample_rate'}}, "
             f"got {type(audio).__name__}; connect a Load Audio node"
         )
-    waveform = torch.as_tensor(audio["waveform"]).detach().to("cpu", torch.float32)
-    if waveform.ndim == 3:
-        if waveform.shape[0] > 1:
-            logger.warning("%s: batch of %d clips, using the first", name, waveform.shape[0])
-        waveform = waveform[0]
-    elif waveform.ndim == 1:
-        waveform = waveform[None]
-    if waveform.ndim != 2 or waveform.shape[-1] == 0:
-        raise EMOInputError(f"{name}: waveform must be (B, C, T) with T > 0, got "
-                            f"{tuple(audio['waveform'].shape)}")
-    return waveform, int(audio["sample_rate"])
+    from emo_core.audio.waveform import channels_first, check_sample_rate
+
+    try:  # one clip only (a batch of 2 would silently lose the second), int PCM scaled
+        waveform = channels_first(audio["waveform"])
+        rate = check_sample_rate(audio["sample_rate"])
+    except EMOInputError as error:
+        raise EMOInputError(f"{name}: {error}") from None
+    return waveform, rate
 
 
 def waveform_to_audio(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> dict:

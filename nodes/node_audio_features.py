@@ -82,5 +82,6 @@ class EMOAudioFeatures(io.ComfyNode):
                    else to_mono_16k(waveform, sample_rate))[:samples]
         logger.info("audio %.2f s -> %d frames at %g fps", waveform.shape[-1] / sample_rate,
                     frames, fps)
-        return io.NodeOutput(EMOAudio(features=features),
-                             waveform_to_audio(trimmed, RATE_16K), frames)
+        audio_16k = waveform_to_audio(trimmed, RATE_16K)
+        audio_16k["emo_fps"] = float(fps)  # Frames to Video refuses another fps (IMAGE path too)
+        return io.NodeOutput(EMOAudio(features=features), audio_16k, frames)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -80,18 +80,54 @@ def frame_source(images, latent, emo_models, vae, batch: int, fps: float):
     if (images is None) == (latent is None):
         raise EMOInputError("connect exactly one of images or latent to Frames to Video")
     if images is not None:
+        check_image_batch(images)
+        check_fps(getattr(images, "emo_fps", None), fps, "the images")
         return images.shape[0], _image_chunks(images, batch)
-    stored_fps = latent.get("emo_fps") if isinstance(latent, dict) else None
-    if stored_fps is not None and abs(float(stored_fps) - fps) > 1e-6:
-        raise EMOInputError(
-            f"fps is {fps:g} but the latent was generated at {stored_fps:g} fps (Wav2Vec Audio "
-            f"Features); set fps to {stored_fps:g} or the audio will drift out of sync")
+    check_fps(latent.get("emo_fps") if isinstance(latent, dict) else None, fps, "the latent")
     samples = latent_frames(latent).float().cpu()
+    if samples.shape[0] == 0:
+        raise EMOInputError("latent has 0 frames; connect the EMO Sampler's latent (a video "
+                            "needs at least one frame)")
     if vae is None and emo_models is not None and emo_models.core_vae is not None:
         vae = emo_models.core_vae
     if vae is None and emo_models is None:
         raise EMOInputError("latent needs a decoder: connect emo_models or a VAE")
     return samples.shape[0], _latent_chunks(samples, batch, vae, emo_models)
+
+
+def check_fps(stored_fps, fps: float, what: str) -> None:
+    """``stored_fps``: the rate Wav2Vec Audio Features cut the frames at (None: unknown)."""
+    if stored_fps is not None and abs(float(stored_fps) - fps) > 1e-6:
+        raise EMOInputError(
+            f"fps is {fps:g} but {what} came from Wav2Vec Audio Features at "
+            f"{float(stored_fps):g} fps; set fps to {float(stored_fps):g} or the video plays at the wrong speed "
+            "and the audio drifts out of sync")
+
+
+def check_image_batch(images) -> None:
+    """IMAGE ``(F, H, W, C)``: at least one frame of at least 2x2 px (H.264 needs even sizes,
+    so 1 px rows or columns would crop to nothing) with 3 or 4 channels."""
+    shape = tuple(getattr(images, "shape", ()))
+    if len(shape) != 4 or shape[-1] not in (3, 4):
+        raise EMOInputError(f"images: expected an IMAGE batch (frames, height, width, 3), got "
+                            f"shape {shape}; connect the EMO Sampler's images")
+    if shape[0] == 0:
+        raise EMOInputError("images: the batch has 0 frames; a video needs at least one frame: "
+                            "connect the EMO Sampler's images")
+    if shape[1] < 2 or shape[2] < 2:
+        raise EMOInputError(f"images: frames are {shape[2]}x{shape[1]} px; a video needs at "
+                            "least 2x2 px: connect larger frames (e.g. the EMO Sampler's images)")
+
+
+def check_prefix_folders(root, prefix: str) -> None:
+    """Every folder of ``prefix`` that already exists under ``root`` is a folder, not a file."""
+    folder = Path(root)
+    for part in PurePosixPath(prefix).parts[:-1]:
+        folder = folder / part
+        if folder.exists() and not folder.is_dir():
+            raise EMOInputError(
+                f"filename_prefix {prefix!r}: {part!r} in the output folder is a file, not a "
+                "folder; choose another filename_prefix")
 
 
 class EMOFramesToVideo(io.ComfyNode):
@@ -152,6 +188,10 @@ class EMOFramesToVideo(io.ComfyNode):
         from emo_core.pipeline.video import Mp4Writer
 
         prefix = safe_prefix(filename_prefix)
+        check_prefix_folders(bridge.output_directory(), prefix)
+        # audio_16k of Wav2Vec Audio Features carries the fps it cut the frames at
+        check_fps(audio.get("emo_fps") if isinstance(audio, dict) else None, float(fps),
+                  "the audio")
         paste = paste_target(original_image, crop_box)
         _, chunks = frame_source(images, latent, emo_models, vae, decode_batch, float(fps))
         if paste is not None:

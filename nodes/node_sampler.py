@@ -11,7 +11,7 @@ from emo_core.errors import EMOInputError
 
 from . import comfy_bridge as bridge
 from .comfy_bridge import ExecutionBlocker, io
-from .convert import core_vae_frames, mask_to_array, uint8_to_image
+from .convert import core_vae_frames, mask_to_array, uint8_to_image, with_fps
 from .runtime import load_again, modules_on_device
 from .settings_inputs import settings_from_inputs, settings_input
 from .types import (
@@ -160,4 +160,4 @@ class EMOSampler(io.ComfyNode):
         latent = {"samples": samples, "emo_fps": float(emo_audio.fps)}
         images = (uint8_to_image(torch.from_numpy(np.concatenate(frames))) if decode_images
                   else ExecutionBlocker(NO_IMAGES))
-        return io.NodeOutput(latent, images)
+        return io.NodeOutput(latent, with_fps(images, emo_audio.fps))

@@ -118,9 +118,9 @@ def _submit(server, workflow: dict) -> tuple[str | None, dict]:
     return answer["prompt_id"], {}
 
 
-def _classify(server, key: str) -> tuple[str, str]:
+def _classify(server, key: str, workflow: dict | None = None) -> tuple[str, str]:
     before = _videos(server)
-    prompt_id, refused = _submit(server, _workflow(key))
+    prompt_id, refused = _submit(server, workflow or _workflow(key))
     if prompt_id is None:
         text = json.dumps(refused)
         leaked = _videos(server) != before

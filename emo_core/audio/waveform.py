@@ -120,10 +120,21 @@ def check_wav_header(path: Path) -> None:
         while offset + 8 <= size:
             handle.seek(offset)
             chunk_id, length = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"fmt ":
+                _check_fmt_channels(path, handle.read(4))
             if chunk_id == b"data":
                 _check_data_chunk(path, handle, offset + 8, length, size)
                 return
             offset += 8 + length + (length & 1)
+
+
+def _check_fmt_channels(path: Path, head: bytes) -> None:
+    """``head``: the fmt chunk's first 4 bytes (format tag, channel count)."""
+    channels = int.from_bytes(head[2:4], "little") if len(head) == 4 else 1
+    if channels > MAX_CHANNELS:
+        raise EMOInputError(
+            f"audio file {path} has {channels} channels; at most {MAX_CHANNELS} are supported: "
+            "mix it down first (e.g. ffmpeg -i IN -ac 2 OUT.wav)")
 
 
 def _check_data_chunk(path: Path, handle, start: int, length: int, size: int) -> None:
@@ -137,6 +148,9 @@ def _check_data_chunk(path: Path, handle, start: int, length: int, size: int) ->
             f"audio file {path} is truncated: its header announces {length:,} bytes of samples "
             f"but only {size - start:,} are there; export or copy it again")
     offset = end
+    handle.seek(offset)
+    if not any(handle.read(1 << 16)) and size - offset <= 1 << 16:
+        return  # zero padding after the samples (some writers align files): FFmpeg ignores it
     while offset + 8 <= size:  # what follows the samples must be well-formed chunks (LIST...)
         handle.seek(offset)
         chunk_id, chunk_len = handle.read(4), int.from_bytes(handle.read(4), "little")
@@ -260,9 +274,18 @@ def _as_channels_first(waveform) -> torch.Tensor:
             f"audio has {tensor.shape[0]} channels (shape {shape}); expected at most "
             f"{MAX_CHANNELS} in (channels, samples) order. If it is (samples, channels), "
             "transpose it")
+    if tensor.shape[0] == 0:  # not "silent": there is no channel to listen to
+        raise EMOInputError(f"audio has 0 channels (shape {shape}); connect audio with at least "
+                            "one channel (a Load Audio node)")
     if tensor.numel() == 0:
         raise EMOInputError(f"audio is empty: shape {shape} has no samples; use a clip with sound")
     return _to_float32(tensor.detach().cpu(), shape)
+
+
+def channels_first(waveform) -> torch.Tensor:
+    """One clip ``(T,) | (C, T) | (1, C, T)`` -> ``(C, T)`` float32 CPU (integer PCM scaled to
+    -1..1; a batch of several clips, 0 channels or no samples refused). NaN/inf are kept."""
+    return _as_channels_first(waveform)
 
 
 def _from_array(waveform) -> torch.Tensor:

@@ -32,6 +32,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from .output_guard import refuse_output_over_inputs
+
+    refuse_output_over_inputs([("--out", args.out)], [("--pretrained-models", args.pretrained_models),
+                                                      ("--unet-kwargs", args.unet_kwargs)])
+
     from ..io.hallo_convert import convert_pretrained
     from ..io.hallo_sources import VAE_FOLDER
 

@@ -96,7 +96,7 @@ def next_free_output(stem: str, folder: Path = OUTPUT_FOLDER) -> Path:
 def ensure_demo_weights(folder: Path) -> Path:
     from ..io.demo_weights import write_demo_weights
 
-    if not (folder / "emo.safetensors").is_file() or not (folder / "wav2vec2" / "config.json").is_file():
+    if not weights_complete(folder):
         print(f"building demo weights in {folder} (first run only) ...", flush=True)
         write_demo_weights(folder)
     return folder
@@ -107,13 +107,19 @@ def _preflight(args) -> None:
     from ..errors import EMOInputError
     from ..pipeline.preflight import check_media_file, check_output_file
     from ..pipeline.settings import GenerationSettings
+    from .output_guard import refuse_output_over_inputs
 
+    weights = args.weights or (TRAINED_TINY if args.talking_cartoon
+                               else default_cache() / "demo-weights")
+    refuse_output_over_inputs([("--out", args.out)], [("--audio", args.audio),
+                                                      ("--weights", weights)],
+                              [] if args.talking_cartoon else
+                              [("--weights", weights, ("emo.safetensors", "wav2vec2"))])
     size = args.size or (CARTOON_SIZE if args.talking_cartoon else DEMO_SIZE)
     steps = args.steps or (CARTOON_STEPS if args.talking_cartoon else DEMO_STEPS)
     GenerationSettings(fps=args.fps, steps=steps, size=size, seed=args.seed).validate()
     if args.threads < 1:
         raise EMOInputError(f"--threads must be >= 1, got {args.threads}")
-    check_media_file(args.audio, "--audio", "audio")
     if args.out is not None:
         check_output_file(args.out)
     else:
@@ -121,6 +127,29 @@ def _preflight(args) -> None:
     if args.weights is not None and args.weights.exists() and not args.weights.is_dir():
         raise EMOInputError(f"--weights {str(args.weights)!r} is a file; give the folder holding "
                             "emo.safetensors and wav2vec2/")
+    if not args.talking_cartoon and not weights_complete(weights):
+        _check_cache_folder(weights, args.weights is None)
+    check_media_file(args.audio, "--audio", "audio")  # imports torch (WAV header check): last
+
+
+def weights_complete(folder: Path) -> bool:
+    return (folder / "emo.safetensors").is_file() and (folder / "wav2vec2" / "config.json"
+                                                        ).is_file()
+
+
+def _check_cache_folder(folder: Path, is_cache: bool) -> None:
+    """The demo weights will be built in ``folder``: it must take new files (a HOME or cache
+    that is read-only, a file, /proc... is refused now, not after a traceback)."""
+    from ..errors import EMOInputError
+    from ..paths import check_output_folder
+
+    what = "demo weights cache" if is_cache else "--weights"
+    hint = ("set EMO_PORTRAIT_CACHE to a writable folder or pass --weights DIR" if is_cache
+            else "pass another --weights folder")
+    try:
+        check_output_folder(folder, what)
+    except EMOInputError as error:
+        raise EMOInputError(f"{error} ({hint})") from None
 
 
 def _check_existing_weights(folder: Path) -> None:

@@ -31,11 +31,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import EMOInputError
-    from ..io.demo_weights import WAV2VEC_FOLDER, write_demo_weights
-    from ..io.emo_checkpoint import FOLDER_FILE
 
     if args.seed < 0:
         raise EMOInputError(f"--seed must be >= 0, got {args.seed}")
+    _check_targets(args)  # before torch is imported: a refusal costs well under a second
+    from ..io.demo_weights import WAV2VEC_FOLDER, write_demo_weights
+    from ..io.emo_checkpoint import FOLDER_FILE
     if args.comfyui_models is not None:
         checkpoint, wav2vec = _write_into_comfyui(args.comfyui_models, args.seed)
     else:
@@ -45,6 +46,18 @@ def run(args) -> int:
     print(f"wav2vec2 folder: {wav2vec}")
     print(NOISE_NOTE)
     return 0
+
+
+def _check_targets(args) -> None:
+    """Every folder written to can take new files, checked before the weights are built."""
+    from ..paths import check_output_folder
+
+    if args.comfyui_models is None:
+        check_output_folder(args.out, "--out")
+        return
+    check_output_folder(args.comfyui_models, "--comfyui-models")
+    for sub in ("emo", "wav2vec2"):
+        check_output_folder(args.comfyui_models / sub, f"--comfyui-models folder {sub}/")
 
 
 def _write_into_comfyui(models_dir: Path, seed: int) -> tuple[Path, Path]:

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "generate",
         help="generate a talking/singing video from one portrait and one audio file",
         description="Generate a talking/singing video: the face in IMAGE speaks AUDIO. Output is an "
-        "H.264 + AAC mp4 with exactly round(audio seconds x fps) frames, written atomically.",
+        "H.264 + AAC mp4 with exactly audio seconds x fps frames, rounded half up (2.5 -> 3), "
+        "written atomically.",
         formatter_class=HelpFormatter,
     )
     add_model_arguments(parser)
@@ -100,7 +101,20 @@ def style_files(args) -> list[tuple[str, Path]]:
     return files + [("--lora", path) for path, _ in args.lora]
 
 
+def input_paths(args) -> list[tuple[str, Path]]:
+    """Every file or folder ``generate`` reads, as ``(option, path)``."""
+    return [("--image", args.image), ("--audio", args.audio), ("--checkpoint", args.checkpoint),
+            ("--wav2vec", args.wav2vec), ("--mediapipe", args.mediapipe),
+            ("--face-analysis", args.face_analysis), ("--separate-vocals", args.separate_vocals),
+            ("--speed-from-video", args.speed_from_video), *style_files(args)]
+
+
 def run(args) -> int:
+    from .output_guard import refuse_output_over_inputs
+    from .quick_checks import quick_generate_checks
+
+    refuse_output_over_inputs([("--out", args.out)], input_paths(args))
+    quick_generate_checks(args)  # options, paths, headers: before torch is imported
     from ..pipeline.preflight import preflight_request
     from ..pipeline.run import generate_video
 

@@ -142,14 +142,19 @@ def _run_from_hallo(args) -> int:
 
 
 def run(args) -> int:
+    from .output_guard import refuse_output_over_inputs
+
+    refuse_output_over_inputs([("--out", args.out)], [
+        ("--sd15", args.sd15), ("--motion-module", args.motion_module), ("--vae", args.vae),
+        ("--from-hallo", args.from_hallo)])
+    _check_args(args)
+    if args.from_hallo is not None:
+        return _run_from_hallo(args)
     from ..errors import CheckpointError
     from ..io.emo_checkpoint import save_emo_checkpoint
     from ..models.presets import unet_config, vae_config
     from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
-    _check_args(args)
-    if args.from_hallo is not None:
-        return _run_from_hallo(args)
     unet, vae, motion = _load_sources(args, unet_config(args.preset), vae_config(args.preset))
     try:
         models = build_initial_models(unet, vae, motion, args.preset, args.seed)

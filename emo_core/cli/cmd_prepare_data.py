@@ -29,6 +29,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from .output_guard import refuse_output_over_inputs
+
+    inputs = [("--videos", args.videos), ("--wav2vec", args.wav2vec),
+              ("--mediapipe", args.mediapipe)]
+    refuse_output_over_inputs([("--out", args.out)], inputs, [("--out", args.out, None)])
     from ..io.wav2vec import load_wav2vec
     from ..training.data_prep import prepare_data
 

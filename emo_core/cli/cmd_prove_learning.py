@@ -35,14 +35,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import torch
-
     from ..errors import EMOInputError
-    from ..training.prove_learning import ProofPlan, prove_learning
+    from ..paths import check_output_folder
 
-    if args.threads < 1 or args.scale <= 0:
+    if args.threads < 1 or not args.scale > 0:
         raise EMOInputError(f"--threads must be >= 1 and --scale > 0, got {args.threads}, "
                             f"{args.scale}")
+    check_output_folder(args.out, "--out")  # before torch: a refusal costs well under a second
+    import torch
+
+    from ..training.prove_learning import ProofPlan, prove_learning
+
     torch.set_num_threads(args.threads)
     plan = ProofPlan(seed=args.seed)
     if args.scale != 1.0:

@@ -42,10 +42,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..training.config import load_config
-    from ..training.trainer import Trainer
+    from .output_guard import refuse_output_over_inputs
 
     config = load_config(args.config, stage=args.stage, init_checkpoint=args.init_checkpoint,
                          output_dir=args.output_dir, max_steps=args.max_steps)
+    # step-N folders are replaced when that step is saved again: nothing read may live there.
+    refuse_output_over_inputs([], [("--config", args.config),
+                                   ("init_checkpoint", config.init_checkpoint or None),
+                                   ("data", config.data or None)],
+                              [("output_dir", config.output_dir, ("step-", ".step-"))])
+    from ..training.trainer import Trainer
+
     trainer = Trainer(config, resume=args.resume, cpu=args.cpu)
     losses = trainer.train()
     trainer.end()

@@ -9,10 +9,12 @@ one command does not break the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from ..errors import EMOCancelled, EMOInputError, EMOTerminated
 from . import stop_signals
@@ -87,7 +89,15 @@ def one_line(error: BaseException) -> str:
 _WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
+def _printable_streams() -> None:
+    """A non-ASCII file name printed under LC_ALL=C (ASCII streams) must not crash the run."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed streams
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _printable_streams()
     previous = stop_signals.install()
     try:
         return _main(argv)
@@ -103,9 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
     except EMOTerminated as error:
         print(f"cancelled: {error}", file=sys.stderr)
-        return EXIT_TERMINATED
+        return getattr(error, "exit_code", EXIT_TERMINATED)
     finally:
         stop_signals.restore(previous)
+
+
+def expand_home(args: argparse.Namespace) -> None:
+    """A leading ``~`` in a path option means the home folder, also when the shell did not
+    expand it (``--out "~/x.mp4"``): checks and writes then use the same path (issue 23)."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and str(value).startswith("~"):
+            with contextlib.suppress(RuntimeError):  # no home known: the path stays as typed
+                setattr(args, name, value.expanduser())
 
 
 def _main(argv: list[str] | None) -> int:
@@ -115,6 +134,7 @@ def _main(argv: list[str] | None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    expand_home(args)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -1,4 +1,4 @@
-"""SIGINT / SIGTERM for the command line: stop a run cleanly, even when Python swallows the raise.
+"""SIGINT / SIGTERM / SIGHUP / SIGQUIT for the command line: stop a run cleanly, even when Python swallows the raise.
 
 A signal handler's exception is raised wherever the main thread happens to be; when that is a
 ``__del__`` or a callback from C (PyAV's log hook, a regex finaliser) Python prints "Exception
@@ -18,10 +18,18 @@ from ..errors import EMOTerminated
 _received: list[int] = []  # signals seen since install(); a list so handlers need no global
 
 
+# Stop signals besides SIGINT: a closed terminal (SIGHUP) and Ctrl+\ (SIGQUIT) must clean up
+# like SIGTERM does (their default action would leave the temporary .part file behind).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT")
+                     if hasattr(signal, name))
+
+
 def _stop(signum: int) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    raise EMOTerminated("stopped by SIGTERM; nothing was written")
+    stop = EMOTerminated(f"stopped by {signal.Signals(signum).name}; nothing was written")
+    stop.exit_code = 128 + int(signum)  # what shells report for a process ended by that signal
+    raise stop
 
 
 def _handler(signum, frame) -> None:
@@ -37,18 +45,19 @@ def _quiet_unraisable(unraisable) -> None:
 
 
 def install() -> dict:
-    """SIGINT and SIGTERM stop the run (cleanup runs; exit 130 / 143); SIGXFSZ is ignored so
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the run (cleanup runs; exit 130 / 143 / 129 /
+    131); SIGXFSZ is ignored so
     hitting the file-size limit (ulimit -f) is an OSError (EFBIG) the writers clean up after,
     instead of killing the process with its temporary file left behind. Returns the previous
     handlers for :func:`restore`."""
-    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGXFSZ] if hasattr(signal, "SIGXFSZ")
+    signals = [signal.SIGINT, *STOP_SIGNALS] + ([signal.SIGXFSZ] if hasattr(signal, "SIGXFSZ")
                                                  else [])
     previous = {sig: signal.getsignal(sig) for sig in signals}
     previous["unraisablehook"] = sys.unraisablehook
     _received.clear()
     sys.unraisablehook = _quiet_unraisable
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(sig, _handler)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     return previous

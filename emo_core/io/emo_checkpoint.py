@@ -19,6 +19,12 @@ from diffusers.models.modeling_utils import no_init_weights
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from .checkpoint_path import (  # noqa: F401  (re-exported)
+    EMO_FORMAT,
+    FOLDER_FILE,
+    INIT_HINT,
+    resolve_checkpoint_path,
+)
 from .conversion import (
     EMO_COMPONENTS,
     EMO_TOP_LEVEL,
@@ -43,33 +49,6 @@ from .validate import (
 )
 
 logger = logging.getLogger(__name__)
-
-EMO_FORMAT = "1"
-FOLDER_FILE = "emo.safetensors"
-INIT_HINT = (
-    "create an EMO checkpoint with `python -m emo_core init-checkpoint --sd15 ... "
-    "--motion-module ... --out emo.safetensors` (or `python -m emo_core demo-weights` for a "
-    "tiny test bundle)"
-)
-
-
-def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
-    """``FILE.safetensors`` or ``DIR`` (holding ``emo.safetensors``) -> the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / FOLDER_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"EMO checkpoint {str(path)!r} not found; pass an .safetensors file or a folder "
-            f"holding {FOLDER_FILE}; {INIT_HINT}"
-        )
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(
-            f"EMO checkpoint {str(path)!r} is a {path.suffix or 'suffix-less'} file; EMO "
-            f"checkpoints are .safetensors files; {INIT_HINT}"
-        )
-    return path
-
 
 def save_emo_checkpoint(models: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write ``models`` (an ``EMOModels``) to ``path`` (``.safetensors``, or a folder).

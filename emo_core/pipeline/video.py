@@ -94,6 +94,11 @@ class Mp4Writer:
             self._audio = self._container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
 
     def _write_error(self, error: BaseException) -> OutputWriteError:
+        if isinstance(error, FileNotFoundError) or not self.path.parent.is_dir():
+            return OutputWriteError(  # not a disk-space problem: the folder went away
+                f"could not write video {str(self.path)!r}: its folder "
+                f"{str(self.path.parent)!r} was removed or renamed during the run; run again "
+                "with an existing output folder")
         return OutputWriteError(
             f"could not write video {str(self.path)!r} ({error}); free disk space, raise the "
             "file-size limit (ulimit -f) or choose another output path")
@@ -183,7 +188,9 @@ def fit_audio_chunks(waveform, sample_rate: int, seconds: Fraction,
         if done >= target:
             return
         low, high = max(0, start - context), min(total, start + step + context)
-        mono = wave[:, low:high].mean(dim=0)
+        # NaN/inf samples were replaced by silence for the features (documented); the encoder
+        # gets the same clean samples, else AAC fails after the whole render (issue 23).
+        mono = torch.nan_to_num(wave[:, low:high], nan=0.0, posinf=0.0, neginf=0.0).mean(dim=0)
         out = AF.resample(mono, rate, AUDIO_RATE) if rate != AUDIO_RATE else mono
         first = (start - low) // orig * new
         count = math.ceil(new * min(step, total - start) / orig)
