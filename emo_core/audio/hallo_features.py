@@ -45,11 +45,17 @@ def hallo_audio_features(wav2vec, waveform: torch.Tensor, fps: int = 25, clip_fr
         pad = clip_frames - seq % clip_frames
         values = F.pad(values, (0, pad * (sample_rate // fps)))
         seq += pad
+    return wav2vec_frame_features(wav2vec, values, seq), frames
+
+
+@torch.no_grad()
+def wav2vec_frame_features(wav2vec, values: torch.Tensor, seq: int) -> torch.Tensor:
+    """Steps 3-4 on an already normalised (and padded) signal ``values: (n,)`` -> ``(seq, L, C)``
+    float32: Hallo's ``Wav2VecModel`` called with ``seq_len = seq``."""
     param = next(wav2vec.parameters())
     cnn = wav2vec.feature_extractor(values[None].to(param.device, param.dtype))  # (1, C, T)
     cnn = F.interpolate(cnn, size=seq, mode="linear", align_corners=True).transpose(1, 2)
-    features = encode_layers(wav2vec, cnn[0])  # (seq, layers, C)
-    return features.float(), frames
+    return encode_layers(wav2vec, cnn[0]).float()  # (seq, layers, C)
 
 
 def hallo_audio_windows(features: torch.Tensor, radius: int = 2) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Reads ``hallo/net.pth`` (or ``hallo2/net.pth``; ``torch.load(weights_only=True)``), the base
 ``stable-diffusion-v1-5/unet/config.json``, ``wav2vec/wav2vec2-base-960h/config.json`` and, when
 present, the ``sd-vae-ft-mse/`` VAE, and writes an EMO checkpoint of the Hallo variant (Hallo's
-sampling defaults travel in its config). Every net.pth tensor is used exactly once.
+sampling defaults travel in its config). Every net.pth tensor is used exactly once. Hallo2's
+weights (``hallo2/net.pth``, or ``--hallo2``) have Hallo's layout; the checkpoint then records
+Hallo2's inference (masked motion frames, 60 s audio segments; ``io/hallo2.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from .help_format import HelpFormatter
 
 NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
+HALLO2_NET = "hallo2/net.pth"
 UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
 WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
 VAE_FOLDER = "sd-vae-ft-mse"
@@ -29,6 +32,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--unet-kwargs", type=Path, metavar="FILE.json",
                         help="Hallo unet_additional_kwargs as JSON (omitted: the values of "
                              "Hallo's configs/inference/default.yaml, its released settings)")
+    parser.add_argument("--hallo2", action="store_true",
+                        help="the weights are Hallo2's: record Hallo2's inference (motion frames "
+                             "masked at rate 0.25, audio cut into 60 s pieces); reads "
+                             "hallo2/net.pth, or hallo/net.pth when that is where they are. "
+                             "Implied when the folder has hallo2/net.pth and no hallo/net.pth")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
                         help="the EMO checkpoint to write (put it in ComfyUI/models/emo/ to use "
                              "it from Load EMO Models)")
@@ -45,8 +53,15 @@ def run(args) -> int:
         except (OSError, json.JSONDecodeError) as error:
             raise EMOInputError(f"--unet-kwargs {str(args.unet_kwargs)!r} is not a readable JSON "
                                 f"file ({error}); pass Hallo's unet_additional_kwargs as JSON") from error
-    out = convert_hallo(args.pretrained_models, args.out, unet_kwargs=kwargs)
-    print(f"EMO checkpoint (Hallo variant): {out}")
+    hallo2 = True if args.hallo2 else None
+    out = convert_hallo(args.pretrained_models, args.out, unet_kwargs=kwargs, hallo2=hallo2)
+    from ..io.emo_checkpoint import read_emo_configs
+    from ..io.hallo2 import is_hallo2
+
+    recorded = is_hallo2(read_emo_configs(out).get("sampling"))
+    print(f"EMO checkpoint ({'Hallo2' if recorded else 'Hallo'} variant): {out}")
+    if not recorded and (Path(args.pretrained_models) / HALLO2_NET).is_file():
+        print(f"note: converted hallo/net.pth; pass --hallo2 to convert {HALLO2_NET} instead")
     return 0
 
 
@@ -61,8 +76,10 @@ def _find(root: Path, options: tuple[str, ...], what: str) -> Path:
         "pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo)")
 
 
-def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) -> Path:
-    """Convert and write atomically; returns the written path."""
+def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None,
+                  hallo2: bool | None = None) -> Path:
+    """Convert and write atomically; returns the written path. ``hallo2``: True = Hallo2's
+    weights (``hallo2/net.pth`` preferred), False = Hallo's, None = what the file's folder says."""
     import torch
 
     from ..errors import CheckpointError, EMOInputError
@@ -75,7 +92,9 @@ def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) 
     pretrained, out = Path(pretrained), Path(out)
     if out.suffix.lower() != ".safetensors":
         raise EMOInputError(f"--out {str(out)!r} must be a .safetensors file")
-    net_path = _find(pretrained, NET_FILES, "Hallo net.pth")
+    net_path = _find(pretrained, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth")
+    if hallo2 is None:
+        hallo2 = net_path == pretrained / HALLO2_NET
     unet_config = json.loads(_find(pretrained, (UNET_CONFIG,), "SD1.5 unet/config.json").read_text())
     wav2vec_path = pretrained / WAV2VEC_CONFIG
     wav2vec_config = json.loads(wav2vec_path.read_text()) if wav2vec_path.is_file() else None
@@ -88,6 +107,10 @@ def convert_hallo(pretrained: Path, out: Path, unet_kwargs: dict | None = None) 
                                                       "diffusion_pytorch_model.bin"), "VAE weights")
         converted.update({f"vae.{k}": v for k, v in load_state_dict(vae_weights).items()})
     configs = hallo_configs(net, unet_config, unet_kwargs, wav2vec_config, vae_config)
+    if hallo2:  # same networks; Hallo2's inference settings (io/hallo2.py)
+        from ..io.hallo2 import hallo2_sampling
+
+        configs["sampling"] = hallo2_sampling()
     try:
         with torch.device("meta"):
             model = EMOModels.from_configs(configs)
