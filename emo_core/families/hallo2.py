@@ -1,0 +1,115 @@
+"""The Hallo2 family: a ``convert-hallo`` checkpoint of Hallo2's weights, run as Hallo2's
+``scripts/inference_long.py`` runs it (numbers equal Hallo2's own,
+``tests/test_hallo2_equivalence.py``).
+
+Hallo2's networks, guidance, scheduler, clip layout and defaults are Hallo's (its model code is
+Hallo's byte for byte; ``long.yaml`` repeats ``default.yaml``'s sampling), so this is the Hallo
+family with two hooks changed:
+
+* clip chaining: before every clip, the first included, ONE keep mask is drawn from the run's
+  generator (``torch.rand(H, W)``, before the clip's noise) and the motion frames are masked
+  with it in pixel space before the VAE encodes them (``pipeline/hallo2.py``). The first clip's
+  motion frames are therefore the MASKED reference, encoded, not the reference latents;
+* audio front-end: 60 s pieces, each through wav2vec2 alone (``audio/hallo2_features.py``).
+
+What the checkpoint records (``io/hallo2.py``): ``sampling.variant = "hallo2"``,
+``sampling.motion_mask = {"rate", "keep_face"}``, ``sampling.audio_segment_seconds``. Hallo2's
+super-resolution stage (``net_g.pth``) is not part of this family.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .hallo import HalloFamily
+
+logger = logging.getLogger(__name__)
+
+NO_GENERATOR = ("the Hallo2 family draws each clip's motion-frame mask from the run's generator "
+                "(before the clip's noise); the sampling loop must pass generator=")
+
+
+class Hallo2Family(HalloFamily):
+    name = "hallo2"
+    title = "Hallo2"
+    audio_front_end = "hallo2"
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def motion_mask(self) -> tuple[float, bool]:
+        """``(mask_rate, keep_face)`` the checkpoint records (Hallo2: 0.25, True)."""
+        from ..io.hallo2 import HALLO2_MASK_RATE
+
+        cfg = self.sampling.get("motion_mask") or {}
+        return float(cfg.get("rate", HALLO2_MASK_RATE)), bool(cfg.get("keep_face", True))
+
+    @property
+    def segment_seconds(self) -> int:
+        from ..audio.hallo2_features import SEGMENT_SECONDS
+
+        return int(self.sampling.get("audio_segment_seconds", SEGMENT_SECONDS))
+
+    def log_defaults(self, checkpoint: str) -> None:
+        super().log_defaults(checkpoint)
+        rate, keep_face = self.motion_mask
+        logger.info("%s is Hallo2: motion frames masked at rate %g%s before encoding, audio in "
+                    "%d s pieces; no super-resolution (net_g.pth is not run)", checkpoint, rate,
+                    " (face region kept)" if keep_face else "", self.segment_seconds)
+
+    # ------------------------------------------------------------------ inputs
+    def audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *, device=None,
+                       progress=None, cancel=None):
+        """Hallo2's front-end at the checkpoint's fps: 60 s pieces, each through wav2vec2 alone;
+        windows over the concatenation, extended to whole clips (``audio/hallo2_features.py``)."""
+        from ..audio.features import AudioFeatures
+        from ..audio.hallo2_features import extend_to_clips, hallo2_audio_features
+        from ..audio.hallo_features import hallo_audio_windows
+        from ..audio.waveform import to_mono_16k
+
+        own, clip = int(self.sampling.get("fps", 25)), int(self.sampling.get("clip_frames", 16))
+        if abs(float(fps) - own) > 1e-6:
+            logger.warning("Hallo2 checkpoint: audio features at its %d fps, not %g (the video "
+                           "runs at %d fps)", own, fps, own)
+        wave = to_mono_16k(waveform, sample_rate)
+        param = next(wav2vec.parameters())
+        features, frames = hallo2_audio_features(
+            wav2vec, wave.to(param.device, param.dtype), fps=own, clip_frames=clip,
+            seconds=self.segment_seconds)
+        windows = hallo_audio_windows(extend_to_clips(features, frames, clip))
+        return AudioFeatures(windows=windows, num_frames=frames, fps=float(own),
+                             waveform_16k=wave, front_end=self.audio_front_end)
+
+    # ------------------------------------------------------------------ chaining
+    def first_motion(self, state, settings, generator: torch.Generator | None = None):
+        """The reference image repeated ``n`` times, masked, encoded -> ``(1, n, 4, h, w)``."""
+        from ..pipeline.reference import image_to_tensor
+
+        device, dtype = self.placement
+        pixels = image_to_tensor(state.inputs.reference.image).to(device, dtype)
+        return self._masked_motion(state, pixels.expand(settings.motion_frames, -1, -1, -1),
+                                   generator)
+
+    def next_motion(self, state, latents: torch.Tensor, settings,
+                    generator: torch.Generator | None = None):
+        """The clip's last ``n`` frames decoded (clamped to [0, 1]), mapped to [-1, 1], masked,
+        encoded -> ``(1, n, 4, h, w)``."""
+        from ..pipeline.hallo import decode_frames
+
+        n = settings.motion_frames
+        frames = decode_frames(self.models.vae, latents[0, -n:], self.latent_format)
+        return self._masked_motion(state, frames * 2 - 1, generator)
+
+    def _masked_motion(self, state, pixels: torch.Tensor, generator) -> torch.Tensor:
+        """``pixels (n, 3, H, W)`` in [-1, 1] -> one mask draw, masked, encoded latents."""
+        from ..pipeline.hallo import encode_pixels
+        from ..pipeline.hallo2 import draw_motion_mask, keep_mask, mask_motion_pixels
+
+        if generator is None:
+            raise RuntimeError(NO_GENERATOR)
+        rate, keep_face = self.motion_mask
+        region = state.conditions.face_region
+        keep = keep_mask(draw_motion_mask(generator, *pixels.shape[-2:]), region, rate, keep_face)
+        return encode_pixels(self.models.vae, mask_motion_pixels(pixels, keep),
+                             self.latent_format)[None]
