@@ -59,8 +59,11 @@ def wav2vec_frame_features(wav2vec, values: torch.Tensor, seq: int) -> torch.Ten
 
 
 def hallo_audio_windows(features: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """``(seq, L, C)`` -> ``(seq, 2 radius + 1, L, C)``: frames i-radius..i+radius, clamped."""
-    seq = features.shape[0]
-    offsets = torch.arange(-radius, radius + 1)
-    index = (torch.arange(seq)[:, None] + offsets[None]).clamp(0, seq - 1)
-    return features[index]
+    """``(seq, L, C)`` -> ``(seq, 2 radius + 1, L, C)``: frames i-radius..i+radius, clamped.
+
+    A strided VIEW of the features padded by ``radius`` copies of the first and last rows, not a
+    gathered copy: the windows cost the features' memory once, not ``2 radius + 1`` times (an
+    hour of Hallo2 audio: 3.3 GB of features, 17 GB as gathered windows)."""
+    edge = (radius, *features.shape[1:])
+    padded = torch.cat([features[:1].expand(edge), features, features[-1:].expand(edge)])
+    return padded.unfold(0, 2 * radius + 1, 1).movedim(-1, 1)

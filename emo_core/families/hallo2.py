@@ -28,7 +28,7 @@ from .hallo import HalloFamily
 logger = logging.getLogger(__name__)
 
 NO_GENERATOR = ("the Hallo2 family draws each clip's motion-frame mask from the run's generator "
-                "(before the clip's noise); the sampling loop must pass generator=")
+                "(before the clip's noise): VideoInputs.generator must be the loop's generator")
 
 
 class Hallo2Family(HalloFamily):
@@ -82,30 +82,31 @@ class Hallo2Family(HalloFamily):
                              waveform_16k=wave, front_end=self.audio_front_end)
 
     # ------------------------------------------------------------------ chaining
-    def first_motion(self, state, settings, generator: torch.Generator | None = None):
+    def first_motion(self, state, settings):
         """The reference image repeated ``n`` times, masked, encoded -> ``(1, n, 4, h, w)``."""
         from ..pipeline.reference import image_to_tensor
 
         device, dtype = self.placement
         pixels = image_to_tensor(state.inputs.reference.image).to(device, dtype)
-        return self._masked_motion(state, pixels.expand(settings.motion_frames, -1, -1, -1),
-                                   generator)
+        return self._masked_motion(state, pixels.expand(settings.motion_frames, -1, -1, -1))
 
-    def next_motion(self, state, latents: torch.Tensor, settings,
-                    generator: torch.Generator | None = None):
+    def next_motion(self, state, latents: torch.Tensor, settings):
         """The clip's last ``n`` frames decoded (clamped to [0, 1]), mapped to [-1, 1], masked,
         encoded -> ``(1, n, 4, h, w)``."""
         from ..pipeline.hallo import decode_frames
 
         n = settings.motion_frames
         frames = decode_frames(self.models.vae, latents[0, -n:], self.latent_format)
-        return self._masked_motion(state, frames * 2 - 1, generator)
+        return self._masked_motion(state, frames * 2 - 1)
 
-    def _masked_motion(self, state, pixels: torch.Tensor, generator) -> torch.Tensor:
-        """``pixels (n, 3, H, W)`` in [-1, 1] -> one mask draw, masked, encoded latents."""
+    def _masked_motion(self, state, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels (n, 3, H, W)`` in [-1, 1] -> one mask draw from the run's generator (the
+        loop makes the next clip's motion after this clip's noise and before the next one's:
+        Hallo2's order), masked, encoded latents."""
         from ..pipeline.hallo import encode_pixels
         from ..pipeline.hallo2 import draw_motion_mask, keep_mask, mask_motion_pixels
 
+        generator = state.inputs.generator
         if generator is None:
             raise RuntimeError(NO_GENERATOR)
         rate, keep_face = self.motion_mask
