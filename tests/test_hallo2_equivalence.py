@@ -92,7 +92,7 @@ def test_mask_draws_keep_masks_noise_and_masked_motion_frames(data):
     mask) then ``randn(1, 4, f, h, w)`` (the clip's noise); keep = rand > 0.25 OR face region;
     the motion frames (reference x n for clip 0, the previous clip's last n decoded frames in
     [-1, 1] after) multiplied by it."""
-    from emo_core.pipeline.hallo2 import draw_motion_mask, keep_mask, mask_motion_pixels
+    from emo_core.families.hallo2 import draw_motion_mask, keep_mask, mask_motion_pixels
 
     inputs, outputs = data
     region, reference = inputs["face_region"], inputs["ref_pixels"]
@@ -187,3 +187,41 @@ def test_masked_motion_latents_and_denoiser_forward_match_hallo2(converted, data
     out = out.permute(0, 2, 1, 3, 4)
     assert _max(out[0], outputs["unet_out_cfg"][0]) < 1e-4  # uncond
     assert _max(out[1], outputs["unet_out_cfg"][1]) < 1e-4  # cond
+
+
+def test_two_chained_clips_match_hallo2(converted, data, conditions):
+    """The one sampling loop with the Hallo2 family reproduces Hallo2's clips step by step:
+    seeded draws in Hallo2's order (mask, then noise, per clip), the masked motion frames
+    re-encoded for every clip, every step's latents and the decoded frames of each clip."""
+    from emo_core.audio.features import AudioFeatures
+    from emo_core.families.hallo2 import Hallo2Family
+    from emo_core.pipeline.hallo import HalloSampling, decode_frames, encode_pixels
+    from emo_core.pipeline.pipeline import EMOPipeline
+    from emo_core.pipeline.reference import EncodedReference
+    from emo_core.pipeline.settings import GenerationSettings
+
+    inputs, outputs = data
+    clips = _count(outputs, "e2e_step_latents_clip")
+    steps = outputs["e2e_step_latents_clip0"].shape[0]
+    frames = inputs["audio_window_clip0"].shape[1]
+    scheduler = json.loads((FIXTURE / "scheduler_config.json").read_text())
+    family = Hallo2Family(converted, sampling=HalloSampling.from_models(
+        converted, steps=steps, scheduler=scheduler))
+    pixels = inputs["ref_pixels"]
+    image = ((pixels[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    reference = EncodedReference(encode_pixels(converted.vae, pixels), image.numpy(), pixels)
+    windows = torch.cat([inputs[f"audio_window_clip{c}"][0] for c in range(clips)])
+    audio = AudioFeatures(windows, clips * frames, 25.0, torch.zeros(0), "hallo2")
+    settings = GenerationSettings(steps=steps, seed=SEED, size=pixels.shape[-1])
+    seen: dict = {}
+    kept = list(EMOPipeline(converted, family=family).generate_latents(
+        reference, audio, None, None, settings, conditions=conditions,
+        on_step=lambda c, k, x: seen.setdefault(c, []).append(x)))
+    assert [k.shape[0] for k in kept] == [frames] * clips
+    for clip in range(clips):
+        golden = outputs[f"e2e_step_latents_clip{clip}"]
+        assert len(seen[clip]) == golden.shape[0] == steps
+        for k, latents in enumerate(seen[clip]):
+            assert _max(latents.permute(0, 2, 1, 3, 4), golden[k]) < 1e-3, (clip, k)
+        video = decode_frames(converted.vae, seen[clip][-1][0]).permute(1, 0, 2, 3)[None]
+        assert _max(video, outputs[f"e2e_video_clip{clip}"]) < 1e-3, clip

@@ -129,6 +129,9 @@ class ModelFamily(ABC):
     # Progress units a clip's preparation (ReferenceNet, condition encoders) counts before its
     # denoising steps: EMO reports it (``steps + 1`` per clip), Hallo reports steps only.
     prepare_progress_units: ClassVar[int] = 1
+    # Model folders ``reference_conditions`` needs ("face_analysis", "mediapipe"): a front-end
+    # resolves only these (EMO: none).
+    reference_models: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, models=None, configs: Mapping | None = None):
         self.models = models
@@ -158,10 +161,18 @@ class ModelFamily(ABC):
         """The sampling defaults the checkpoint carries (``configs["sampling"]``)."""
         return dict(self.configs.get("sampling", {}) or {})
 
+    def declared_defaults(self) -> dict:
+        """The GenerationSettings values declared for this family with the settings metadata
+        (``setting(..., families={title: value})``, shown in the CLI help and node tooltips)."""
+        from ..pipeline.settings import SETTINGS
+
+        return {name: item.spec.families[self.title] for name, item in SETTINGS.items()
+                if self.title in item.spec.families}
+
     def sampling_defaults(self) -> dict:
         """GenerationSettings values this family uses when the user leaves them at the EMO
-        default (``{}`` for EMO). Shown by CLI help, node tooltips and the load log."""
-        return {}
+        default: the declared ones, refined by the checkpoint's config (``{}`` for EMO)."""
+        return self.declared_defaults()
 
     def resolve_settings(self, settings):
         """The settings this family runs with (validated, checkpoint defaults filled in)."""
@@ -196,6 +207,18 @@ class ModelFamily(ABC):
         return True
 
     # ------------------------------------------------------------------ inputs
+    def check_request(self, request) -> None:
+        """Preflight checks of a ``GenerateRequest`` this family adds (model folders it needs);
+        reads no weights."""
+        logger.debug("%s: no model folders to check beyond the common ones", self.title)
+
+    def prepare_portrait(self, request, settings):
+        """The image file of a ``GenerateRequest`` -> ``pipeline.run.PreparedPortrait`` (EMO: the
+        face crop at ``settings.size`` and its Face Locator mask)."""
+        from ..pipeline.run import prepare_portrait
+
+        return prepare_portrait(request, settings)
+
     def audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *, device=None,
                        progress: ProgressFn | None = None, cancel: CancelFn | None = None):
         """This family's audio front-end -> ``AudioFeatures`` (``windows (F', 2m+1, L, C)``,
@@ -205,8 +228,9 @@ class ModelFamily(ABC):
         return extract_audio_features(wav2vec, waveform, sample_rate, fps, device=device,
                                       progress=progress, cancel=cancel)
 
-    def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None):
-        """Per-video extras computed from the portrait ``(S, S, 3)`` uint8 (None for EMO)."""
+    def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None, size=None):
+        """Per-video extras computed from the portrait ``(H, W, 3)`` uint8 for a ``size`` video
+        (None for EMO); ``face_analysis``/``mediapipe``: model folders the family may need."""
         return None
 
     @property

@@ -71,10 +71,19 @@ class EMOFamily(ModelFamily):
         return latents[:, -settings.motion_frames:] if settings.motion_frames else None
 
     def clip_inputs(self, state: VideoInputs, span, motion) -> EMOClip:
+        return EMOClip(self.reference_features(state, motion), *self.clip_conditions(state, span))
+
+    def reference_features(self, state: VideoInputs, motion):
+        """ReferenceNet once per clip on the reference + ``motion (1, n, 4, h, w) | None``, one
+        row, with the Backbone's reference K/V projected once (not per step)."""
+        features = self.models.reference_net(state.reference.latents.to(*self.placement), motion,
+                                             context=self.context(1))
+        return self.models.backbone.project_reference(features)
+
+    def clip_conditions(self, state: VideoInputs, span) -> tuple:
+        """The clip's condition encodings, one row: ``(audio_tokens, speed_tokens, face)``."""
         models = self.models
         device, dtype = self.placement
-        features = models.reference_net(state.reference.latents.to(device, dtype), motion,
-                                        context=self.context(1))
         total = state.num_frames
         frames = span.frame_indices(total)
         windows = state.audio.windows[frames].to(device, dtype)[None]  # (1, f, 2m+1, L, C)
@@ -89,8 +98,7 @@ class EMOFamily(ModelFamily):
         mask = state.face_mask
         mask = mask if mask.ndim == 2 else mask[frames].amax(dim=0)
         face = models.face_locator(mask.to(device, dtype)[None, None])
-        return EMOClip(models.backbone.project_reference(features),  # reference K/V once
-                       audio_tokens, speed_tokens, face)
+        return audio_tokens, speed_tokens, face
 
     def make_scheduler(self, settings):
         from ..pipeline.scheduler import make_scheduler

@@ -107,6 +107,7 @@ class HalloFamily(ModelFamily):
     title = "Hallo"
     audio_front_end = "hallo"
     prepare_progress_units = 0
+    reference_models = ("face_analysis", "mediapipe")
     fixed_settings = {
         "guidance_mode": "one joint CFG scale (guidance_reference sets it)",
         "guidance_audio": "one joint CFG scale (guidance_reference sets it)",
@@ -141,13 +142,13 @@ class HalloFamily(ModelFamily):
 
     # ------------------------------------------------------------------ settings
     def sampling_defaults(self) -> dict:
-        cfg = self.sampling
-        return {"guidance_mode": "joint", "guidance_audio": None, "guidance_start": 0.0,
-                "guidance_end": 1.0, "guidance_refresh": 1,
-                "guidance_reference": cfg.get("guidance_scale", 3.5),
-                "frames_per_clip": cfg.get("clip_frames", 16),
-                "motion_frames": cfg.get("motion_frames", 2), "fps": cfg.get("fps", 25),
-                "first_clip_motion": "reference", "scheduler": "ddim-vpred-trailing",
+        """The declared Hallo values (``pipeline/settings.py``), the checkpoint's clip layout,
+        fps and CFG scale over them, and what Hallo does with the settings it ignores."""
+        own = self.declared_defaults()
+        for key, name in (("clip_frames", "frames_per_clip"), ("motion_frames", "motion_frames"),
+                          ("fps", "fps"), ("guidance_scale", "guidance_reference")):
+            own[name] = self.sampling.get(key, own[name])
+        return {**own, "guidance_audio": None, "guidance_start": 0.0, "guidance_end": 1.0,
                 "prediction_type": "v_prediction"}
 
     def hallo_sampling(self, settings) -> HalloSampling:
@@ -163,11 +164,17 @@ class HalloFamily(ModelFamily):
         return HalloSampling.from_models(self.models, **overrides)
 
     def resolve_settings(self, settings):
+        """Hallo's clip layout and fps (its motion modules are trained on them) with the
+        user's steps, seed, size and CFG scale."""
         own = self.sampling_defaults()
+        if float(settings.fps) != float(own["fps"]):
+            logger.warning("Hallo checkpoint: video runs at its %s fps, not %s", own["fps"],
+                           settings.fps)
         steps = settings.steps if self._sampling_override is None \
             else self._sampling_override.steps
         return settings.replace(frames_per_clip=int(own["frames_per_clip"]),
-                                motion_frames=int(own["motion_frames"]), steps=steps).validate()
+                                motion_frames=int(own["motion_frames"]), steps=steps,
+                                fps=float(own["fps"])).validate()
 
     def uses_face_mask(self) -> bool:
         return False  # the Face Locator reads Hallo's own face region (reference_conditions)
@@ -182,6 +189,33 @@ class HalloFamily(ModelFamily):
         return LatentFormat(self.latent_scale())
 
     # ------------------------------------------------------------------ inputs
+    def check_request(self, request) -> None:
+        if getattr(request, "hallo_conditions", None) is None:
+            from ..pipeline.preflight import check_face_analysis_folder
+
+            check_face_analysis_folder(request.face_analysis)
+
+    def prepare_portrait(self, request, settings):
+        """The whole image resized to the video size (Hallo expects a square image and
+        stretches others), with the conditions Hallo computes on the image as loaded."""
+        from PIL import Image
+
+        from ..image import load_image_file
+        from ..pipeline.run import PreparedPortrait
+
+        image = load_image_file(request.image)
+        conditions = request.hallo_conditions or self.reference_conditions(
+            image, face_analysis=request.face_analysis, mediapipe=request.mediapipe,
+            size=settings.size)
+        height, width = image.shape[:2]
+        if height != width:
+            logger.warning("Hallo expects a square reference image; %dx%d is stretched to "
+                           "%dx%d as Hallo does (crop it square for correct proportions)",
+                           width, height, settings.size, settings.size)
+        size = (settings.size, settings.size)
+        portrait = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+        return PreparedPortrait(image, None, portrait, None, conditions)
+
     def audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *, device=None,
                        progress=None, cancel=None):
         """Hallo's front-end at the checkpoint's fps (a different ``fps`` is warned about)."""
@@ -196,21 +230,21 @@ class HalloFamily(ModelFamily):
         wave = to_mono_16k(waveform, sample_rate)
         param = next(wav2vec.parameters())
         features, frames = hallo_audio_features(
-            wav2vec, wave.to(param.device, param.dtype), fps=own,
+            wav2vec, wave.to(param.device), fps=own,
             clip_frames=int(self.sampling.get("clip_frames", 16)))
         return AudioFeatures(windows=hallo_audio_windows(features.cpu()), num_frames=frames,
                              fps=float(own), waveform_16k=wave, front_end=self.audio_front_end)
 
-    def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None):
+    def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None, size=None):
         """Face embedding + region masks of the portrait as given (Hallo computes both on its
-        input image)."""
+        input image); masks for a ``size`` video (default: the portrait's side)."""
         if face_analysis is None:
             raise EMOInputError(FACE_HINT)
         from ..face.embedding import FaceEmbedder
         from ..face.hallo_masks import hallo_region_masks
 
         embedding = FaceEmbedder(face_analysis).embed(portrait, zeros_if_no_face=True)
-        masks = hallo_region_masks(portrait, mediapipe, portrait.shape[0] // 8)
+        masks = hallo_region_masks(portrait, mediapipe, (size or portrait.shape[0]) // 8)
         return HalloConditions(torch.from_numpy(np.asarray(embedding, np.float32))[None],
                                masks.face_region[None], masks.full, masks.face, masks.lip)
 

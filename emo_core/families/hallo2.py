@@ -8,7 +8,8 @@ family with two hooks changed:
 
 * clip chaining: before every clip, the first included, ONE keep mask is drawn from the run's
   generator (``torch.rand(H, W)``, before the clip's noise) and the motion frames are masked
-  with it in pixel space before the VAE encodes them (``pipeline/hallo2.py``). The first clip's
+  with it in pixel space before the VAE encodes them (:func:`draw_motion_mask`,
+  :func:`keep_mask`, :func:`mask_motion_pixels` below). The first clip's
   motion frames are therefore the MASKED reference, encoded, not the reference latents;
 * audio front-end: 60 s pieces, each through wav2vec2 alone (``audio/hallo2_features.py``).
 
@@ -87,13 +88,16 @@ class Hallo2Family(HalloFamily):
         from ..pipeline.reference import image_to_tensor
 
         device, dtype = self.placement
-        pixels = image_to_tensor(state.inputs.reference.image).to(device, dtype)
-        return self._masked_motion(state, pixels.expand(settings.motion_frames, -1, -1, -1))
+        reference = state.inputs.reference
+        pixels = reference.pixels if reference.pixels is not None \
+            else image_to_tensor(reference.image)
+        pixels = pixels.to(device, dtype).expand(settings.motion_frames, -1, -1, -1)
+        return self._masked_motion(state, pixels)
 
     def next_motion(self, state, latents: torch.Tensor, settings):
         """The clip's last ``n`` frames decoded (clamped to [0, 1]), mapped to [-1, 1], masked,
         encoded -> ``(1, n, 4, h, w)``."""
-        from ..pipeline.hallo import decode_frames
+        from .hallo_parts import decode_frames
 
         n = settings.motion_frames
         frames = decode_frames(self.models.vae, latents[0, -n:], self.latent_format)
@@ -103,8 +107,7 @@ class Hallo2Family(HalloFamily):
         """``pixels (n, 3, H, W)`` in [-1, 1] -> one mask draw from the run's generator (the
         loop makes the next clip's motion after this clip's noise and before the next one's:
         Hallo2's order), masked, encoded latents."""
-        from ..pipeline.hallo import encode_pixels
-        from ..pipeline.hallo2 import draw_motion_mask, keep_mask, mask_motion_pixels
+        from .hallo_parts import encode_pixels
 
         generator = state.inputs.generator
         if generator is None:
@@ -114,3 +117,31 @@ class Hallo2Family(HalloFamily):
         keep = keep_mask(draw_motion_mask(generator, *pixels.shape[-2:]), region, rate, keep_face)
         return encode_pixels(self.models.vae, mask_motion_pixels(pixels, keep),
                              self.latent_format)[None]
+
+
+# Hallo2's masking rule (scripts/inference_long.py, use_mask: true). Per clip, the first included:
+# 1. rand = torch.rand(H, W) at image resolution (float32, the run's CPU generator), drawn BEFORE
+#    the clip's noise; 2. keep = (rand > mask_rate) | face_region != 0 per channel (the face box is
+#    always kept; any non-zero face-region value counts); 3. motion = motion * keep: masked pixels
+#    become exactly 0, mid-grey in [-1, 1]; one mask for every motion frame and channel; the
+#    reference frame itself is never masked. mask_rate 0.25 keeps ~75 % of the non-face pixels.
+
+
+def draw_motion_mask(generator: torch.Generator, height: int, width: int) -> torch.Tensor:
+    """Hallo2's draw for one clip: ``torch.rand(H, W)`` (float32) from ``generator``, before the
+    clip's noise. ``(H, W)`` on the generator's device."""
+    return torch.rand((height, width), generator=generator, device=generator.device)
+
+
+def keep_mask(draw: torch.Tensor, face_region: torch.Tensor, mask_rate: float,
+              keep_face: bool = True) -> torch.Tensor:
+    """``draw (H, W)``, ``face_region (1, 3, H, W)`` (Hallo's, 0/1) -> keep mask ``(3, H, W)``
+    bool on ``face_region``'s device: ``draw > mask_rate``, OR the face region per channel."""
+    keep = (draw.to(face_region.device) > mask_rate)[None].expand(face_region.shape[1], -1, -1)
+    return keep | face_region[0].bool() if keep_face else keep
+
+
+def mask_motion_pixels(pixels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``pixels: (n, 3, H, W)`` in [-1, 1] x ``keep (3, H, W)`` bool -> masked pixels (0 where
+    not kept), same dtype."""
+    return pixels * keep.to(pixels.dtype)

@@ -8,7 +8,7 @@ with its released ``configs/inference/long.yaml``; those settings travel in the 
 
 * ``variant: "hallo2"``: the sampling loop masks the motion frames, the audio front-end cuts;
 * ``motion_mask``: ``use_mask: true``, ``mask_rate: 0.25``; the face region is always kept
-  (``pipeline/hallo2.py``);
+  (``families/hallo2.py``);
 * ``audio_segment_seconds``: ``use_cut: true`` with ``cut_audio``'s fixed 60 s
   (``audio/hallo2_features.py``).
 
