@@ -52,6 +52,19 @@ class Hallo2Family(HalloFamily):
 
         return int(self.sampling.get("audio_segment_seconds", SEGMENT_SECONDS))
 
+    def declared_defaults(self) -> dict:
+        """Hallo's declared values (``pipeline/settings.py`` lists them under "Hallo"): Hallo2's
+        long.yaml repeats them, so they are not declared twice; any declared under "Hallo2"
+        would win."""
+        from ..pipeline.settings import SETTINGS
+
+        own: dict = {}
+        for name, item in SETTINGS.items():
+            for title in (HalloFamily.title, self.title):  # the later one wins
+                if title in item.spec.families:
+                    own[name] = item.spec.families[title]
+        return own
+
     def log_defaults(self, checkpoint: str) -> None:
         super().log_defaults(checkpoint)
         rate, keep_face = self.motion_mask
