@@ -136,8 +136,9 @@ class ModelFamily(ABC):
     def __init__(self, models=None, configs: Mapping | None = None):
         self.models = models
         if configs is None and models is not None:
+            backbone = getattr(models, "backbone", None)
             configs = {"sampling": dict(getattr(models, "sampling", {}) or {}),
-                       "backbone": dict(models.backbone.config)}
+                       "backbone": dict(backbone.config) if backbone is not None else {}}
         self.configs: Mapping = configs or {}
 
     # ------------------------------------------------------------------ model construction
