@@ -5,9 +5,9 @@ every checkpoint written before families existed). A family that runs another fa
 differently (Hallo2 on Hallo's) is named by ``sampling.variant`` and subclasses that family: it
 refines the Backbone's family only when it is registered and is such a subclass.
 :func:`family_of` binds the family to a loaded bundle once, at load time; everything else asks
-that object. An unknown name is refused with the list of families this version knows. Light module: the family modules import torch-heavy parts
-inside their hooks only, so ``emo_core.models`` can ask for a family without importing the
-pipeline or training.
+that object. An unknown name is refused with the list of families this version knows. Light
+module: the family modules import torch-heavy parts inside their hooks only, so
+``emo_core.models`` can ask for a family without importing the pipeline or training.
 """
 
 from __future__ import annotations
