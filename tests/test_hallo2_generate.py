@@ -5,8 +5,8 @@ goldens), written by the same mp4 writer.
 
 A short speech clip (0.92 s, 23 frames: two clips, the second cropped) keeps the run small on any
 fixture set, one with more than 60 s of audio included. The same tensors converted as Hallo
-give other frames (measured: 30.7 levels apart on average, up to 250), so a ``generate`` that ran Hallo's
-chaining on a Hallo2 checkpoint fails the equality.
+give other frames (measured: 30.7 levels apart on average, up to 250), so a ``generate`` that
+ran Hallo's chaining on a Hallo2 checkpoint fails the equality.
 """
 
 from __future__ import annotations
