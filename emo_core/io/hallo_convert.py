@@ -44,14 +44,19 @@ from .validate import FLOAT_DTYPES, is_finite, meta_element_count
 
 def convert_pretrained(pretrained: Path, out: Path, unet_kwargs_file: Path | None = None,
                        unet_kwargs: Mapping | None = None,
-                       defaults: Mapping = HALLO_UNET_KWARGS) -> Path:
-    """Convert and write atomically; returns the written path."""
+                       defaults: Mapping = HALLO_UNET_KWARGS, hallo2: bool | None = None) -> Path:
+    """Convert and write atomically; returns the written path. ``hallo2``: see
+    :func:`read_sources` (Hallo2's weights have Hallo's layout; only the sampling config differs)."""
     out = Path(out)
     check_output_path(out)
-    sources = read_sources(Path(pretrained), unet_kwargs_file, defaults, unet_kwargs)
+    sources = read_sources(Path(pretrained), unet_kwargs_file, defaults, unet_kwargs, hallo2)
     refuse_output_among_inputs(out, sources)
     net = load_net(sources.net_path)
     converted, origin, configs = plan(net, sources)
+    if sources.extra["hallo2"]:  # same networks; Hallo2's inference settings (io/hallo2.py)
+        from .hallo2 import hallo2_sampling
+
+        configs["sampling"] = hallo2_sampling()
     return write(converted, origin, configs, out)
 
 

@@ -22,6 +22,7 @@ from ..errors import CheckpointError, EMOInputError
 from .validate import check_config_values, parse_config_json
 
 NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
+HALLO2_NET = "hallo2/net.pth"
 UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
 WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
 VAE_FOLDER = "sd-vae-ft-mse"
@@ -106,18 +107,21 @@ def read_unet_kwargs(path: Path | None, defaults: Mapping,
 
 
 def read_sources(root: Path, unet_kwargs: Path | None, defaults: Mapping,
-                 given_kwargs: Mapping | None = None) -> HalloSources:
-    """Find and check every config of a ``pretrained_models/`` folder (no tensor is read)."""
+                 given_kwargs: Mapping | None = None, hallo2: bool | None = None) -> HalloSources:
+    """Find and check every config of a ``pretrained_models/`` folder (no tensor is read).
+    ``hallo2``: True = Hallo2's weights (``hallo2/net.pth`` preferred), False = Hallo's, None =
+    what the folder holds; recorded as ``extra["hallo2"]``."""
     root = Path(root)
     if not root.is_dir():
         raise EMOInputError(f"--pretrained-models {str(root)!r} is not a folder; {HALLO_HINT}")
-    net_path = find_file(root, NET_FILES, "Hallo net.pth")
+    net_path = find_file(root, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth")
     unet_path = find_file(root, (UNET_CONFIG,), "SD1.5 unet/config.json")
     unet_hint = ("use the stable-diffusion-v1-5/unet/config.json that comes with Hallo's "
                  "pretrained_models/")
     unet_config = read_config(unet_path, "UNet config", unet_hint)
     kwargs, label = read_unet_kwargs(unet_kwargs, defaults, given_kwargs)
     sources = HalloSources(root, net_path, unet_path, unet_config, kwargs, label)
+    sources.extra["hallo2"] = bool(hallo2) if hallo2 is not None else net_path == root / HALLO2_NET
     w2v_path = root / WAV2VEC_CONFIG
     if w2v_path.is_file():
         hint = "use the config.json of facebook/wav2vec2-base-960h that Hallo was trained with"

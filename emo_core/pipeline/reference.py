@@ -18,10 +18,13 @@ def vae_format(vae) -> LatentFormat:
 
 @dataclass(frozen=True)
 class EncodedReference:
-    """``latents: (1, 4, S/8, S/8)`` (scaled by the VAE factor); ``image: (S, S, 3)`` uint8."""
+    """``latents: (1, 4, S/8, S/8)`` (scaled by the VAE factor); ``image: (S, S, 3)`` uint8;
+    ``pixels: (1, 3, S, S)`` in [-1, 1], the encoded pixels when they are not ``image`` exactly
+    (float inputs; None: ``image_to_tensor(image)``). Hallo2 masks them as motion frames."""
 
     latents: torch.Tensor
     image: np.ndarray
+    pixels: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
