@@ -162,6 +162,12 @@ def read_and_convert(paths: dict[str, Path], variant: str, unet_kwargs: dict | N
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"EchoMimic weights in {str(paths['reference'].parent)!r} do not "
                               f"fit the settings given: {error}; {hint}") from error
+    from ..io.validate import check_finite, check_float_dtypes
+
+    where = f"EchoMimic weights in {str(paths['reference'].parent)!r}"
+    check_float_dtypes(model.state_dict(), {k: v.dtype for k, v in tensors.items()}, where,
+                       f"pass {SOURCE}")
+    check_finite(tensors, where, f"download the weights again ({SOURCE})")
     require_match(compare_state_dicts(model.state_dict(), tensors),
                   f"EchoMimic weights in {str(paths['reference'].parent)!r}",
                   "the files do not belong together, or the unet kwargs differ (pass "
