@@ -5,11 +5,12 @@ the meta device and counts, with :mod:`benchmarks.flops_common`, what one clip a
 costs at the CLI defaults (:class:`GenerationSettings`: 12 frames per clip + the checkpoint's 4
 motion frames) for every guidance mode:
 
-* per clip, through the pipeline's own methods: ``EMOPipeline._reference_features``
-  (ReferenceNet on the reference + motion latents) and ``EMOPipeline._clip_conditions``
-  (audio projection, speed encoder, face locator), and the VAE decode of the clip's frames
+* per clip, through the EMO family's own hooks (``emo_core/families/emo.py``, what
+  ``clip_inputs`` runs): ``reference_features`` (ReferenceNet on the reference + motion latents,
+  reference K/V) and ``clip_conditions`` (audio projection, speed encoder, face locator), and the
+  VAE decode of the clip's frames
   (``vae.decode``, as ``decode_latents`` calls it; its uint8 copy to numpy cannot run on meta);
-* per step: the Backbone forward with the arguments ``EMOPipeline._denoise`` passes (the
+* per step: the family's ``predict`` as ``EMOPipeline._denoise`` calls it (the
   step's guidance rows batched, :func:`plan_guidance` rows and masks; a guidance schedule runs
   the full rows on some steps and the conditional row alone on the others, so both are counted
   and averaged over the steps as :func:`step_kinds` schedules them). The step itself is called here,
@@ -40,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.flops_common import count, module_gflop  # noqa: E402
 from benchmarks.guidance_schemes import SCHEMES  # noqa: E402
+from emo_core.families import VideoInputs  # noqa: E402
+from emo_core.families.emo import EMOClip  # noqa: E402
 from emo_core.pipeline.guidance import (  # noqa: E402
     GuidedSteps,
     plan_guidance,
@@ -74,7 +77,7 @@ def build_pipeline(preset: str = "sd15", device: str = "meta"):
     with torch.device(device):
         models = EMOModels.from_configs(configs).requires_grad_(False)
     pipe = EMOPipeline(models, device)
-    if device == "meta":  # after EMOPipeline moved everything to meta
+    if device == "meta":  # speed buckets are read on CPU (values: see _SpeedEncoderOnCPU)
         models.speed_encoder = _SpeedEncoderOnCPU(models.speed_encoder)
     return pipe
 
@@ -116,17 +119,19 @@ def measure(pipe, changes: dict, size: int, steps: int, cache: dict | None = Non
                                           settings.guidance_refresh))
     reference, audio, mask, motion_latents, latents = _clip_inputs(pipe, size, frames, motion)
     span = clip_spans(2 * frames, frames)[1]
-    state = {}
+    video = VideoInputs(reference, audio, mask, torch.full((2 * frames,), 2.0))
+    family, state = pipe.family, {}
     with torch.no_grad():
         reference_net, _ = count(lambda: state.update(
-            features=pipe._reference_features(reference, motion_latents)))
-        conditions, parts = count(lambda: state.update(conditions=pipe._clip_conditions(
-            span, audio, mask, torch.full((2 * frames,), 2.0), 2 * frames)))
+            features=family.reference_features(video, motion_latents)))
+        conditions, parts = count(lambda: state.update(
+            conditions=family.clip_conditions(video, span)))
+        clip = EMOClip(state["features"], *state["conditions"])
         # Count each distinct set of rows once (a step costs what its rows cost); ``cache``
         # carries the counts across schemes (the FLOPs depend on the rows, not the weights).
         for rows in {_rows_key(guided.plan(i)): guided.plan(i) for i in range(steps)}.values():
             if _rows_key(rows) not in cache:
-                cache[_rows_key(rows)] = _count_step(pipe, latents, state, rows)
+                cache[_rows_key(rows)] = _count_step(pipe, latents, clip, rows, settings)
         backbone = sum(cache[_rows_key(guided.plan(i))] for i in range(steps)) / steps
         vae = pipe.models.vae
         vae_decode, _ = count(lambda: [vae.decode(latents[0, i:i + settings.decode_batch])
@@ -148,18 +153,10 @@ def _rows_key(rows) -> tuple:
     return tuple(rows.reference_rows.tolist()), tuple(rows.audio_rows.tolist())
 
 
-def _count_step(pipe, latents, state: dict, rows) -> float:
-    """GFLOP of one Backbone forward over ``rows`` (a :class:`GuidancePlan`), as ``_denoise``
-    calls it (the one-row per-clip features and conditions broadcast to ``rows.batch``)."""
-    from emo_core.pipeline.pipeline import _broadcast_rows
-
-    features, cond = _broadcast_rows(state["features"], state["conditions"], rows.batch)
-    gflop, _ = count(lambda: pipe.models.backbone(
-        latents.expand(rows.batch, *latents.shape[1:]), TIMESTEP,
-        reference=features, reference_rows=rows.reference_rows,
-        audio_tokens=cond.audio_tokens, audio_rows=rows.audio_rows,
-        speed_tokens=cond.speed_tokens, face_embedding=cond.face_embedding,
-        context=pipe._context(rows.batch)))
+def _count_step(pipe, latents, clip, rows, settings) -> float:
+    """GFLOP of one step's model call over ``rows`` (a :class:`GuidancePlan`), as ``_denoise``
+    calls it: the family's ``predict`` (the one-row clip inputs broadcast to ``rows.batch``)."""
+    gflop, _ = count(lambda: pipe.family.predict(latents, TIMESTEP, clip, rows, settings))
     return gflop
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from . import comfy_bridge as bridge
-from . import hallo_support
 from .comfy_bridge import io
 from .convert import audio_waveform, waveform_to_audio
 from .runtime import modules_on_device
@@ -58,9 +57,7 @@ class EMOAudioFeatures(io.ComfyNode):
     @classmethod
     def execute(cls, emo_models: EMOModelsBundle, audio, fps, allow_silence=False,
                 separate_vocals=bridge.VOCALS_OFF):
-        from emo_core.audio.features import extract_audio_features
-        from emo_core.audio.waveform import to_mono_16k
-        from emo_core.pipeline.run import check_not_silent
+        from emo_core.audio.waveform import check_not_silent, to_mono_16k
 
         waveform, sample_rate = audio_waveform(audio, "audio")
         check_not_silent(waveform, "input (Wav2Vec Audio Features)", allow_silence)
@@ -72,13 +69,12 @@ class EMOAudioFeatures(io.ComfyNode):
 
             speech = isolate(waveform, sample_rate, bridge.vocal_separator_path(separate_vocals))
         with modules_on_device(emo_models, emo_models.wav2vec):
-            if hallo_support.is_hallo(emo_models):  # Hallo's own front-end (all layers, whole clips)
-                features = hallo_support.audio_features(emo_models, *speech, fps)
-                fps = features.fps
-            else:
-                features = extract_audio_features(emo_models.wav2vec, *speech, fps,
-                                                  device=emo_models.device, progress=progress,
-                                                  cancel=bridge.check_interrupted)
+            # the checkpoint family's front-end (Hallo: all layers, padded to whole clips, at
+            # the checkpoint's fps)
+            features = emo_models.family.audio_features(
+                emo_models.wav2vec, *speech, fps, device=emo_models.device, progress=progress,
+                cancel=bridge.check_interrupted)
+            fps = features.fps
         frames = int(features.num_frames)
         samples = round(frames / float(fps) * RATE_16K)
         # the soundtrack is the original audio, also when wav2vec heard the vocals only

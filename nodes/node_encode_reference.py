@@ -67,12 +67,24 @@ def square_portrait(image: np.ndarray, policy: str, size: int, face_index: int):
     raise EMOInputError(f"crop must be one of {CROP_OPTIONS}, got {policy!r}")
 
 
-def encode_with_core_vae(vae, portrait: np.ndarray, scale: float):
-    """ComfyUI VAE: IMAGE in, unscaled latents out -> ``EncodedReference`` (scaled latents)."""
+def encode_with_core_vae(vae, portrait: np.ndarray, latent_format):
+    """ComfyUI VAE: IMAGE in, VAE-space latents out -> ``EncodedReference`` (model space)."""
     from emo_core.pipeline.reference import EncodedReference
 
     latents = vae.encode(uint8_to_image(portrait)[..., :3])
-    return EncodedReference(latents=latents.float() * scale, image=portrait)
+    return EncodedReference(latents=latent_format.process_in(latents.float()), image=portrait)
+
+
+def _family_conditions(family, portrait: np.ndarray, face_analysis: str | None):
+    """The family's per-video conditions of the crop (Hallo: face embedding from
+    models/insightface + region masks from MediaPipe landmarks; EMO: None)."""
+    folders = {}
+    if "face_analysis" in family.reference_models:
+        folders["face_analysis"] = bridge.face_analysis_dir(
+            face_analysis or bridge.FACE_ANALYSIS_AUTO)
+    if "mediapipe" in family.reference_models:
+        folders["mediapipe"] = bridge.mediapipe_dir("face_landmarker.task")
+    return family.reference_conditions(portrait, **folders)
 
 
 class EMOEncodeReference(io.ComfyNode):
@@ -123,8 +135,6 @@ class EMOEncodeReference(io.ComfyNode):
     @classmethod
     def execute(cls, emo_models: EMOModelsBundle, image, crop, size, face_index,
                 face_analysis=bridge.FACE_ANALYSIS_AUTO) -> io.NodeOutput:
-        from .hallo_support import is_hallo, reference_conditions
-
         check_input("size", size)  # the settings field's range and multiple of 64
         progress = bridge.ProgressReporter(2)  # detection + crop, VAE encode
         progress(0, 2)  # shows the bar and answers an interrupt before any work
@@ -132,7 +142,8 @@ class EMOEncodeReference(io.ComfyNode):
         portrait, box = square_portrait(source, crop, size, face_index)
         progress(1, 2)
         if emo_models.core_vae is not None:
-            encoded = encode_with_core_vae(emo_models.core_vae, portrait, emo_models.latent_scale)
+            encoded = encode_with_core_vae(emo_models.core_vae, portrait,
+                                           emo_models.family.latent_format)
         else:
             from emo_core.pipeline.reference import encode_reference
 
@@ -141,10 +152,9 @@ class EMOEncodeReference(io.ComfyNode):
                                            emo_models.dtype)
         encoded = type(encoded)(latents=encoded.latents.detach().to("cpu", torch.float32),
                                 image=encoded.image)
-        # Hallo weights: face embedding + region masks of the crop (Hallo's own inputs)
-        hallo = reference_conditions(portrait, face_analysis) if is_hallo(emo_models) else None
+        conditions = _family_conditions(emo_models.family, portrait, face_analysis)
         progress(2, 2)
         logger.info("reference %s cropped to %d px, latents %s", crop, size,
                     tuple(encoded.latents.shape))
-        return io.NodeOutput(EMOReference(encoded=encoded, crop_policy=crop, hallo=hallo),
+        return io.NodeOutput(EMOReference(encoded=encoded, crop_policy=crop, conditions=conditions),
                              uint8_to_image(portrait), EMOCrop(box, source.shape[:2]))

@@ -63,15 +63,16 @@ def _latent_chunks(samples: torch.Tensor, batch: int, vae, bundle) -> Iterator[n
     if vae is not None:  # ComfyUI VAE: takes VAE-space latents, returns IMAGE 0..1
         yield from core_vae_frames(vae, samples, batch)
         return
-    from emo_core.pipeline.reference import decode_latents
+    from emo_core.pipeline.decode import decode_latents
 
     model_vae = bundle.models.vae
     if model_vae is None:
         raise EMOInputError("emo_models: the EMO checkpoint has no VAE; connect a core VAE "
                             "to Frames to Video or to Load EMO Models")
     with modules_on_device(bundle, model_vae):
-        scaled = samples * bundle.latent_scale
-        yield from decode_latents(model_vae, scaled.to(bundle.device, bundle.dtype), batch)
+        fmt = bundle.family.latent_format
+        latents = fmt.process_in(samples).to(bundle.device, bundle.dtype)
+        yield from decode_latents(model_vae, latents, batch, fmt)
 
 
 def frame_source(images, latent, emo_models, vae, batch: int, fps: float):

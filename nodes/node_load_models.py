@@ -68,12 +68,12 @@ class EMOLoadModels(io.ComfyNode):
         # its own name): its safetensors header and config are read too (milliseconds, no
         # tensors), so a wrong file fails at queue time. wav2vec2 is checked first thing in
         # execute, before any weights load, with the same kind of message naming the folders.
-        from emo_core.pipeline.preflight import check_emo_checkpoint
+        from emo_core.pipeline.preflight import check_checkpoint_header
 
         if checkpoint is None:  # linked from another node: checked when it runs
             return True
         try:
-            check_emo_checkpoint(bridge.checkpoint_path(checkpoint))
+            check_checkpoint_header(bridge.checkpoint_path(checkpoint))
         except EMOInputError as error:
             return str(error)
         return True
@@ -81,9 +81,10 @@ class EMOLoadModels(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint, wav2vec2, precision, device, vae=None,
                 **style) -> io.NodeOutput:
+        from emo_core.families import family_of
         from emo_core.io.emo_checkpoint import load_emo_checkpoint
         from emo_core.io.wav2vec import load_wav2vec
-        from emo_core.pipeline.preflight import check_wav2vec_folder
+        from emo_core.pipeline.preflight import check_wav2vec_header
 
         run_device = bridge.torch_device(device)
         dtype = bridge.torch_dtype(precision, run_device)
@@ -92,13 +93,11 @@ class EMOLoadModels(io.ComfyNode):
         home = bridge.offload_device(run_device)
         path = bridge.checkpoint_path(checkpoint)
         # Before any loading: a missing or wrong wav2vec2 folder fails in a moment.
-        wav2vec_path = check_wav2vec_folder(bridge.wav2vec2_path(wav2vec2))
+        wav2vec_path = check_wav2vec_header(bridge.wav2vec2_path(wav2vec2))
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
         models = load_emo_checkpoint(path, device=home, dtype=dtype)
-        if getattr(models.backbone.config, "variant", "emo") == "hallo":
-            from .hallo_support import log_hallo_defaults
-
-            log_hallo_defaults(models, checkpoint)
+        family = family_of(models)  # the one place the nodes ask which family this is
+        family.log_defaults(checkpoint)
         wav2vec = load_wav2vec(wav2vec_path, device=home, dtype=dtype)
         if vae is not None and getattr(vae, "latent_channels", 4) != 4:
             raise EMOInputError(
@@ -109,6 +108,6 @@ class EMOLoadModels(io.ComfyNode):
         bundle = EMOModelsBundle(
             models=models, wav2vec=wav2vec, device=run_device, dtype=dtype, offload=offload,
             checkpoint=checkpoint, wav2vec_name=wav2vec2, core_vae=vae,
-            patchers=build_patchers(models, wav2vec, run_device, dtype),
+            patchers=build_patchers(models, wav2vec, run_device, dtype), family=family,
         )
         return io.NodeOutput(bundle)

@@ -57,13 +57,31 @@ def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:
 
 
 def _decode(bundle: EMOModelsBundle, pipeline, latents: torch.Tensor, batch: int):
-    """``latents: (k, 4, h, w)`` scaled -> yields ``(j, S, S, 3)`` uint8 frames."""
+    """``latents: (k, 4, h, w)`` model space -> yields ``(j, S, S, 3)`` uint8 frames."""
     if bundle.core_vae is not None:
-        yield from core_vae_frames(bundle.core_vae, latents.float().cpu() / bundle.latent_scale,
-                                   batch)
+        vae_latents = bundle.family.latent_format.process_out(latents.float().cpu())
+        yield from core_vae_frames(bundle.core_vae, vae_latents, batch)
         load_again(bundle, bundle.models)  # the core VAE's load may have unloaded EMO's
     else:
         yield from pipeline.decode_latents(latents, batch)
+
+
+def _family_inputs(bundle: EMOModelsBundle, reference: EMOReference, audio: EMOAudio,
+                   face_mask, emo_speed: EMOSpeed, settings):
+    """The mask and speed the checkpoint's family reads (None where it does not), with a
+    visible warning for each input or setting it ignores."""
+    family = bundle.family
+    speed = _speed_curve(emo_speed, audio) if family.uses_speed() else None
+    ignored = family.ignored_options(speed_given=False, paste_back=False, settings=settings)
+    if emo_speed is not None and not family.uses_speed():
+        ignored.insert(0, "the Speed Embedding input (these weights have no speed layers)")
+    for what in ignored:
+        bridge.node_warning(f"{family.title} checkpoint: ignoring {what}")
+    if not family.uses_face_mask():
+        logger.info("EMO Sampler: %s checkpoint, face_mask unused (its face region comes from "
+                    "Encode Reference)", family.title)
+        return None, speed
+    return torch.from_numpy(mask_to_array(face_mask, reference.size)), speed
 
 
 def _widgets() -> list:
@@ -109,16 +127,13 @@ class EMOSampler(io.ComfyNode):
                 **options) -> io.NodeOutput:
         from emo_core.pipeline.pipeline import EMOPipeline
 
-        from . import hallo_support
-
         settings = _settings(reference, emo_audio, dict(options, decode_batch=decode_batch))
-        if hallo_support.is_hallo(emo_models):
-            return _hallo(emo_models, reference, emo_audio, settings, emo_speed, decode_images)
-        speed = _speed_curve(emo_speed, emo_audio)
-        mask = torch.from_numpy(mask_to_array(face_mask, reference.size))
+        mask, speed = _family_inputs(emo_models, reference, emo_audio, face_mask, emo_speed,
+                                     settings)
         latents, frames = [], []
         with modules_on_device(emo_models, emo_models.models):
-            pipeline = EMOPipeline(emo_models.models, emo_models.device, emo_models.dtype)
+            pipeline = EMOPipeline(emo_models.models, emo_models.device, emo_models.dtype,
+                                   family=emo_models.family)
             # A preview every step, as KSampler: rendering one latent frame (latent2rgb: a 4x3
             # matrix product + a small JPEG) costs nothing next to a Backbone forward.
             previewer = bridge.latent_previewer(emo_models.device)
@@ -127,31 +142,15 @@ class EMOSampler(io.ComfyNode):
             for clip in pipeline.generate_latents(reference.encoded, emo_audio.features, mask,
                                                   speed, settings, progress=progress,
                                                   cancel=bridge.check_interrupted,
-                                                  preview=preview):
+                                                  preview=preview,
+                                                  conditions=reference.conditions):
                 latents.append(clip.float().cpu())
                 if decode_images:
                     frames.extend(_decode(emo_models, pipeline, clip, decode_batch))
                     bridge.check_interrupted()
-        samples = torch.cat(latents) / emo_models.latent_scale
+        samples = emo_models.family.latent_format.process_out(torch.cat(latents))
         logger.info("EMO Sampler: %d frames %s", samples.shape[0], tuple(samples.shape[1:]))
         latent = {"samples": samples, "emo_fps": float(emo_audio.fps)}
         images = (uint8_to_image(torch.from_numpy(np.concatenate(frames))) if decode_images
                   else ExecutionBlocker(NO_IMAGES))
         return io.NodeOutput(latent, images)
-
-
-def _hallo(emo_models, reference, emo_audio, settings, emo_speed, decode_images):
-    """Hallo-converted checkpoint: Hallo's clips; face_mask unused (Encode Reference computed
-    Hallo's own face region), speed ignored with a warning."""
-    from . import hallo_support
-
-    logger.info("EMO Sampler: Hallo checkpoint, face_mask unused (Hallo's face region comes "
-                "from Encode Reference)")
-    with modules_on_device(emo_models, emo_models.models):
-        samples, frames = hallo_support.sample(emo_models, reference, emo_audio, settings,
-                                               emo_speed, decode_images)
-    logger.info("EMO Sampler: %d frames %s (Hallo)", samples.shape[0], tuple(samples.shape[1:]))
-    latent = {"samples": samples, "emo_fps": float(emo_audio.fps)}
-    images = (uint8_to_image(torch.from_numpy(frames)) if decode_images
-              else ExecutionBlocker(NO_IMAGES))
-    return io.NodeOutput(latent, images)

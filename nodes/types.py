@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from emo_core.audio.features import AudioFeatures
+
 from .comfy_bridge import io
 
 EMOModelsType = io.Custom("EMO_MODELS")
@@ -29,7 +31,8 @@ class EMOModelsBundle:
     ``models``: ``emo_core.models.EMOModels`` (its ``vae`` may be replaced by a core VAE's weights);
     ``wav2vec``: transformers ``Wav2Vec2Model``; ``device``/``dtype``: where the nodes run them
     (the patchers' load device); ``offload``: unload them from ComfyUI again after each node;
-    ``patchers``: ``nodes.patchers.EMOPatchers``, the ComfyUI ModelPatchers holding them.
+    ``patchers``: ``nodes.patchers.EMOPatchers``, the ComfyUI ModelPatchers holding them;
+    ``family``: the checkpoint's ``emo_core.families.ModelFamily``, asked once at load time.
     """
 
     models: Any
@@ -41,12 +44,18 @@ class EMOModelsBundle:
     wav2vec_name: str
     core_vae: Any = None  # ComfyUI VAE object when one was connected (decodes LATENT too)
     patchers: Any = None
+    family: Any = None  # filled from ``models`` when not given
+
+    def __post_init__(self):
+        if self.family is None:
+            from emo_core.families import family_of
+
+            object.__setattr__(self, "family", family_of(self.models))
 
     @property
     def latent_scale(self) -> float:
         """SD VAE scaling factor: pipeline latents = VAE-space latents * scale."""
-        vae = getattr(self.models, "vae", None)
-        return float(vae.config.scaling_factor) if vae is not None else 0.18215
+        return self.family.latent_format.scale
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,9 @@ class EMOReference:
 
     encoded: Any
     crop_policy: str
-    # Hallo-converted checkpoints only: emo_core.pipeline.hallo.HalloConditions of the crop
-    # (face embedding + region masks), computed by Encode Reference.
-    hallo: Any = None
+    # The family's per-video conditions of the crop (``ModelFamily.reference_conditions``;
+    # Hallo: face embedding + region masks), computed by Encode Reference; None for EMO.
+    conditions: Any = None
 
     @property
     def size(self) -> int:
@@ -76,9 +85,10 @@ class EMOCrop:
 
 @dataclass(frozen=True)
 class EMOAudio:
-    """``features``: ``emo_core.audio.features.AudioFeatures`` (windows ``(F, 5, L, C)``)."""
+    """``features``: the checkpoint family's audio front-end output (``windows (F', 2m+1, L,
+    C)``, ``F' >= num_frames``; ``front_end`` names the family front-end that made them)."""
 
-    features: Any
+    features: AudioFeatures
 
     @property
     def num_frames(self) -> int:
@@ -87,18 +97,6 @@ class EMOAudio:
     @property
     def fps(self) -> float:
         return float(self.features.fps)
-
-
-@dataclass(frozen=True)
-class HalloAudioFeatures:
-    """Hallo's audio front-end for a Hallo-converted checkpoint (``EMOAudio.features``):
-    ``windows (F_padded, 5, L, C)`` (F_padded a multiple of the clip length), ``num_frames``
-    the video's frame count, ``waveform_16k (T16,)`` mono."""
-
-    windows: torch.Tensor
-    num_frames: int
-    fps: float
-    waveform_16k: torch.Tensor
 
 
 @dataclass(frozen=True)

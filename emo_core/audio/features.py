@@ -54,13 +54,16 @@ class AudioFeatures:
     ``windows``: ``(F, 2*window+1, L, C)`` float32 CPU. It is a strided *view* of one
     ``(F + 2*window, L, C)`` buffer (no 5x copy); index or slice it per clip and move that to the
     device (``windows[frames].to(device)``), or call ``.contiguous()`` for a plain tensor.
-    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation.
+    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation. ``front_end``: the
+    model family's audio front-end that made them (``ModelFamily.audio_front_end``); a family
+    may pad ``windows`` past ``num_frames`` (Hallo: to whole clips).
     """
 
     windows: torch.Tensor
     num_frames: int
     fps: float
     waveform_16k: torch.Tensor
+    front_end: str = "emo"
 
     @property
     def window(self) -> int:

@@ -305,3 +305,18 @@ def _replace_non_finite(channels: torch.Tensor) -> torch.Tensor:
     logger.warning("audio has %d NaN/infinite samples out of %d; replacing them with 0 (silence)",
                    bad, channels.numel())
     return torch.nan_to_num(channels, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+SILENCE_PEAK = 10 ** (-80 / 20)  # -80 dBFS: below any real recording's noise floor
+
+
+def check_not_silent(waveform, source, allow_silence: bool = False) -> None:
+    """Refuse a completely silent clip: EMO animates speech or song, and silence almost always
+    means a wrong file or a muted track. ``allow_silence`` generates anyway (a near-still face)."""
+    wave = torch.as_tensor(waveform)
+    peak = float(wave.abs().max()) if wave.numel() else 0.0
+    if peak < SILENCE_PEAK and not allow_silence:
+        raise EMOInputError(
+            f"audio {source} is silent (peak {peak:.2e}, below -80 dBFS); EMO needs speech or "
+            "singing to animate. Check the file/track, or allow silence to get a still face."
+        )

@@ -124,11 +124,11 @@ def _preflight(args) -> None:
 
 
 def _check_existing_weights(folder: Path) -> None:
-    from ..pipeline.preflight import check_emo_checkpoint, check_wav2vec_folder
+    from ..pipeline.preflight import check_checkpoint_header, check_wav2vec_header
 
     if (folder / "emo.safetensors").exists():
-        check_emo_checkpoint(folder / "emo.safetensors")
-        check_wav2vec_folder(folder / "wav2vec2")
+        check_checkpoint_header(folder / "emo.safetensors")
+        check_wav2vec_header(folder / "wav2vec2")
 
 
 def run(args) -> int:

@@ -114,14 +114,17 @@ def build_initial_models(unet, vae, motion, preset: str, seed: int):
 
 def _run_from_hallo(args) -> int:
     from ..errors import EMOInputError
+    from ..families import family_of
+    from ..families.hallo import HalloFamily
     from ..io.emo_checkpoint import load_emo_checkpoint, save_emo_checkpoint
     from ..models.speed_layers import is_speed_parameter, with_speed_layers
     from ..pipeline.runtime import DTYPES as TORCH_DTYPES
 
     source = load_emo_checkpoint(args.from_hallo)
-    if source.backbone.config.variant != "hallo":
+    family = family_of(source)
+    if not isinstance(family, HalloFamily):
         raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} is an EMO checkpoint of "
-                            f"variant {source.backbone.config.variant!r}, not a converted Hallo "
+                            f"variant {family.name!r}, not a converted Hallo "
                             "one; convert Hallo's net.pth with `python -m emo_core convert-hallo`")
     if source.speed_encoder is not None:
         raise EMOInputError(f"--from-hallo {str(args.from_hallo)!r} already has speed layers")

@@ -133,16 +133,6 @@ def split_emo_components(state_dict: Mapping[str, torch.Tensor]) -> dict[str, di
     return {name: group for name, group in groups.items() if group}
 
 
-def join_emo_components(groups: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:
-    """Inverse of :func:`split_emo_components`."""
-    joined: dict[str, torch.Tensor] = {}
-    for name, group in groups.items():
-        if name and name not in EMO_COMPONENTS:
-            raise ValueError(f"unknown EMO component {name!r}; expected one of {EMO_COMPONENTS}")
-        joined.update(add_prefix(group, name + ".") if name else dict(group))
-    return joined
-
-
 # --------------------------------------------------------------------------- SD1.5 single files
 
 

@@ -31,9 +31,9 @@ class AudioAttention(nn.Module):
         nn.init.zeros_(self.attn.to_out[0].weight)
         nn.init.zeros_(self.attn.to_out[0].bias)
 
-    def forward(self, hidden: torch.Tensor, audio_tokens: torch.Tensor | None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
-        """``rows: (b*f,)`` bool or None (all rows); unselected rows are returned unchanged."""
+    def forward(self, hidden: torch.Tensor, audio_tokens: torch.Tensor | None) -> torch.Tensor:
+        """``hidden: (n, c, h, w)``, ``audio_tokens: (n, K, Da)`` -> ``(n, c, h, w)`` (which rows
+        hear the audio is decided by the caller's row runs, ``conditioning.apply_runs``)."""
         if audio_tokens is None:
             return hidden
         if audio_tokens.ndim != 3 or audio_tokens.shape[0] != hidden.shape[0] \
@@ -42,16 +42,7 @@ class AudioAttention(nn.Module):
                 f"audio_tokens must be ({hidden.shape[0]}, K, {self.audio_token_dim}), "
                 f"got {tuple(audio_tokens.shape)}"
             )
-        index = None if rows is None else rows.nonzero().flatten()
-        if index is not None and index.numel() == 0:
-            return hidden
-        selected = hidden if index is None else hidden[index]
-        tokens = audio_tokens if index is None else audio_tokens[index]
-        height, width = selected.shape[-2:]
-        queries = self.norm(rearrange(selected, "n c h w -> n (h w) c"))
-        delta = self.attn(queries, encoder_hidden_states=tokens.to(queries.dtype))
-        delta = rearrange(delta, "n (h w) c -> n c h w", h=height, w=width).contiguous()
-        if index is None:
-            return hidden + delta
-        # Skipped rows get an exact 0 so they equal a run without audio bit for bit.
-        return hidden.index_add(0, index, delta)
+        height, width = hidden.shape[-2:]
+        queries = self.norm(rearrange(hidden, "n c h w -> n (h w) c"))
+        delta = self.attn(queries, encoder_hidden_states=audio_tokens.to(queries.dtype))
+        return hidden + rearrange(delta, "n (h w) c -> n c h w", h=height, w=width).contiguous()

@@ -27,7 +27,7 @@ from torch import nn
 from .audio_attention import AudioAttention
 from .base import SubmodulesFirst
 from .compiled import CompilableUNet
-from .conditioning import KEY, BackboneCall, HalloInputs, apply_runs, as_flags, runs_of
+from .conditioning import KEY, BackboneCall, apply_runs, as_flags, runs_of
 from .presets import unet_config
 from .reference_attention import (
     make_context_attention,
@@ -99,7 +99,7 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
         motion_max_frames: int = 32,
         motion_frames: int = 4,
         reference_attention: str = "concat",
-        variant: str = "emo",
+        variant: str = "emo",  # the model family (emo_core/families), selects the site layers
         hallo: dict | None = None,
     ):
         super().__init__()
@@ -111,8 +111,6 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"motion_frames must be in [0, {motion_max_frames}), got {motion_frames}"
             )
-        if variant not in ("emo", "hallo"):
-            raise ValueError(f"variant must be 'emo' or 'hallo', got {variant!r}")
         self.unet = UNet2DConditionModel.from_config(unet or unet_config("sd15"))
         self.unet.conv_in.__class__ = FaceConvIn
         self._install_reference(reference_attention)
@@ -130,63 +128,13 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
             make_context_attention(self.unet.get_submodule(name[:-1] + "2"))
 
     def _install_sites(self) -> int:
-        cfg = self.config
-        groups = self.unet.config.norm_num_groups
-        sites = unet_sites(self.unet)
+        """The family's site layers (``families/<name>.py``: ``install_sites``)."""
+        from ..families import family_class
+
         by_block: dict[str, list[Site]] = {}
-        for site in sites:
+        for site in unet_sites(self.unet):
             by_block.setdefault(site.block_name, []).append(site)
-        if cfg.variant == "hallo":
-            return self._install_hallo_sites(by_block)
-        index = 0
-        for block_sites in by_block.values():
-            block = block_sites[0].block
-            block.motion_modules = nn.ModuleList(
-                TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                               cfg.speed_token_dim or None, groups)
-                for s in block_sites
-            )
-            if block_sites[0].spatial:
-                block.audio_modules = nn.ModuleList(
-                    AudioAttention(s.channels, cfg.audio_token_dim, _heads(s.carrier))
-                    for s in block_sites
-                )
-            for j, site in enumerate(block_sites):
-                audio = block.audio_modules[j] if site.spatial else None
-                install_site(site, _SiteRunner(index, block.motion_modules[j], audio))
-                index += 1
-        return index
-
-    def _install_hallo_sites(self, by_block: dict[str, list[Site]]) -> int:
-        """Hallo layout: motion module at every site, Hallo audio module at spatial sites; speed
-        attention inside the motion modules when ``speed_token_dim`` > 0 (init-checkpoint
-        --from-hallo)."""
-        from .hallo_audio_attention import HalloAudioModule
-        from .hallo_sites import HalloSiteRunner, mask_depth
-
-        cfg = self.config
-        inner = dict((cfg.hallo or {}).get("audio_inner_dims") or {})  # module name -> width
-        groups = self.unet.config.norm_num_groups
-        num_down, num_up = len(self.unet.down_blocks), len(self.unet.up_blocks)
-        index = 0
-        for name, block_sites in by_block.items():
-            block = block_sites[0].block
-            block.motion_modules = nn.ModuleList(
-                TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                               cfg.speed_token_dim or None, groups) for s in block_sites)
-            if block_sites[0].spatial:
-                depth = mask_depth(name, num_down, num_up)
-                dims = [inner.get(f"{name}.audio_modules.{j}", s.channels)
-                        for j, s in enumerate(block_sites)]
-                block.audio_modules = nn.ModuleList(
-                    HalloAudioModule(s.channels, d, _heads(s.carrier), cfg.audio_token_dim,
-                                     depth, groups) for s, d in zip(block_sites, dims, strict=True))
-            for j, site in enumerate(block_sites):
-                audio = block.audio_modules[j] if site.spatial else None
-                install_site(site, HalloSiteRunner(index, block.motion_modules[j], audio,
-                                                   site.spatial, name == "mid_block"))
-                index += 1
-        return index
+        return family_class(self.config.variant).install_sites(self, by_block)
 
     @property
     def in_channels(self) -> int:
@@ -215,9 +163,9 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
         ReferenceFeatures | None``, ``reference_rows / audio_rows: (b,) bool | None``,
         ``audio_tokens: (b, f, K, Da)``, ``speed_tokens: (b, f, S, Ds)``, ``face_embedding:
         (b, C0, h, w)``, ``context: (b | 1, L, D)`` -> noise prediction ``(b, f, 4, h, w)``.
-        Hallo variant only: ``audio_masks`` (full, face, lip) lists of per-level masks (see
-        ``hallo_sites.expand_masks``), ``motion_scale`` 3 floats, ``motion_mode`` "train" |
-        "eval" (default: the checkpoint's)."""
+        Family-specific (``ModelFamily.call_extras``; Hallo): ``audio_masks`` (full, face, lip)
+        lists of per-level masks (``hallo_sites.expand_masks``), ``motion_scale`` 3 floats,
+        ``motion_mode`` "train" | "eval" (default: the checkpoint's)."""
         batch, frames = self._check_sample(sample)
         call = self.call_inputs(sample, reference=reference, reference_rows=reference_rows,
                                 audio_tokens=audio_tokens, audio_rows=audio_rows,
@@ -249,10 +197,12 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
         if motion is not None and len(motion) != self.num_sites:
             raise ValueError(f"reference.motion must hold {self.num_sites} feature maps (one per "
                              f"temporal module), got {len(motion)}")
-        hallo = None
-        if self.config.variant == "hallo":
-            hallo = self._hallo(audio is not None, audio_masks, motion_scale, motion_mode,
-                                batch, frames, sample)
+        from ..families import family_class
+
+        extras = family_class(self.config.variant).call_extras(
+            self, with_audio=audio is not None, audio_masks=audio_masks,
+            motion_scale=motion_scale, motion_mode=motion_mode, batch=batch, frames=frames,
+            sample=sample)
         return BackboneCall(
             frames=frames, batch=batch,
             bank=reference.bank if reference is not None else {},
@@ -262,7 +212,7 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
                                   self.config.speed_token_dim),
             motion=None if motion is None else tuple(motion),
             zero_motion=0 if motion is not None else int(self.config.motion_frames),
-            hallo=hallo, kv=getattr(reference, "kv", None) or {})
+            hallo=extras, kv=getattr(reference, "kv", None) or {})
 
     def project_reference(self, features):
         """``features`` (``ReferenceFeatures``) with ``kv`` filled: every attn1 that takes the
@@ -303,20 +253,6 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
             raise ValueError(f"face_embedding must be {expected}, got {tuple(face.shape)}")
         return repeat(face, "b c h w -> (b f) c h w", f=frames)
 
-    def _hallo(self, with_audio, masks, motion_scale, motion_mode, batch, frames, sample):
-        from .hallo_sites import MOTION_MODES, expand_masks
-
-        mode = motion_mode or (self.config.hallo or {}).get("motion_mode", "train")
-        if mode not in MOTION_MODES:
-            raise ValueError(f"motion_mode must be one of {MOTION_MODES}, got {mode!r}")
-        scale = (1.0, 1.0, 1.0) if motion_scale is None else tuple(float(s) for s in motion_scale)
-        if len(scale) != 3:
-            raise ValueError(f"motion_scale must hold 3 numbers (full, face, lip), got {scale}")
-        expanded = None
-        if with_audio:
-            expanded = expand_masks(masks, batch, frames, sample.device, sample.dtype)
-        return HalloInputs(masks=expanded, motion_scale=scale, motion_mode=mode)
-
     def _timesteps(self, timestep, batch: int, frames: int, device) -> torch.Tensor:
         t = torch.as_tensor(timestep, device=device)
         if t.ndim == 0:
@@ -336,6 +272,30 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
         return repeat(context, "b l d -> (b f) l d", f=frames)
 
 
-def _heads(transformer) -> int:
+def install_emo_sites(backbone: EMOBackbone, by_block: dict[str, list[Site]]) -> int:
+    """EMO layout: a temporal module at every site, EMO audio attention at spatial sites."""
+    cfg = backbone.config
+    groups = backbone.unet.config.norm_num_groups
+    index = 0
+    for block_sites in by_block.values():
+        block = block_sites[0].block
+        block.motion_modules = nn.ModuleList(
+            TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
+                           cfg.speed_token_dim or None, groups)
+            for s in block_sites
+        )
+        if block_sites[0].spatial:
+            block.audio_modules = nn.ModuleList(
+                AudioAttention(s.channels, cfg.audio_token_dim, heads(s.carrier))
+                for s in block_sites
+            )
+        for j, site in enumerate(block_sites):
+            audio = block.audio_modules[j] if site.spatial else None
+            install_site(site, _SiteRunner(index, block.motion_modules[j], audio))
+            index += 1
+    return index
+
+
+def heads(transformer) -> int:
     """Head count of a spatial transformer's self-attention (audio attention uses the same)."""
     return int(transformer.transformer_blocks[0].attn1.heads)

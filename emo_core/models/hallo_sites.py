@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import torch
 from einops import repeat
+from torch import nn
 
-from .conditioning import BackboneCall
-from .sites import SiteHook
+from .conditioning import BackboneCall, HalloInputs
+from .sites import SiteHook, install_site
+from .temporal import TemporalModule
 
 MOTION_MODES = ("train", "eval")
 
@@ -77,3 +79,50 @@ def expand_masks(masks, batch: int, frames: int, device, dtype):
             levels.append(mask)
         out.append(levels)
     return out
+
+
+def install_hallo_sites(backbone, by_block: dict) -> int:
+    """Hallo layout: motion module at every site, Hallo audio module at spatial sites; speed
+    attention inside the motion modules when ``speed_token_dim`` > 0 (init-checkpoint
+    --from-hallo)."""
+    from .backbone import heads
+    from .hallo_audio_attention import HalloAudioModule
+
+    cfg, unet = backbone.config, backbone.unet
+    inner = dict((cfg.hallo or {}).get("audio_inner_dims") or {})  # module name -> width
+    groups = unet.config.norm_num_groups
+    num_down, num_up = len(unet.down_blocks), len(unet.up_blocks)
+    index = 0
+    for name, block_sites in by_block.items():
+        block = block_sites[0].block
+        block.motion_modules = nn.ModuleList(
+            TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
+                           cfg.speed_token_dim or None, groups) for s in block_sites)
+        if block_sites[0].spatial:
+            depth = mask_depth(name, num_down, num_up)
+            dims = [inner.get(f"{name}.audio_modules.{j}", s.channels)
+                    for j, s in enumerate(block_sites)]
+            block.audio_modules = nn.ModuleList(
+                HalloAudioModule(s.channels, d, heads(s.carrier), cfg.audio_token_dim,
+                                 depth, groups) for s, d in zip(block_sites, dims, strict=True))
+        for j, site in enumerate(block_sites):
+            audio = block.audio_modules[j] if site.spatial else None
+            install_site(site, HalloSiteRunner(index, block.motion_modules[j], audio,
+                                               site.spatial, name == "mid_block"))
+            index += 1
+    return index
+
+
+def hallo_call_inputs(backbone, with_audio, masks, motion_scale, motion_mode, batch, frames,
+                      sample) -> HalloInputs:
+    """The checked Hallo inputs of one Backbone call (``BackboneCall.hallo``)."""
+    mode = motion_mode or (backbone.config.hallo or {}).get("motion_mode", "train")
+    if mode not in MOTION_MODES:
+        raise ValueError(f"motion_mode must be one of {MOTION_MODES}, got {mode!r}")
+    scale = (1.0, 1.0, 1.0) if motion_scale is None else tuple(float(s) for s in motion_scale)
+    if len(scale) != 3:
+        raise ValueError(f"motion_scale must hold 3 numbers (full, face, lip), got {scale}")
+    expanded = None
+    if with_audio:
+        expanded = expand_masks(masks, batch, frames, sample.device, sample.dtype)
+    return HalloInputs(masks=expanded, motion_scale=scale, motion_mode=mode)

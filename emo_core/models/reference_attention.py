@@ -80,7 +80,6 @@ class ReferenceAttention(ContextAttention):
     """``attn1`` with reference attention; ``emo_name`` is its bank key (the module path)."""
 
     emo_name: str
-    emo_role: str  # "write" (ReferenceNet) | "read" (Backbone)
     emo_mode: str  # "concat" | "cross"
 
     def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, emo=None,
@@ -166,7 +165,7 @@ def make_reference_attention(attn1: Attention, name: str, role: str, mode: str =
     if mode == "cross" and role == "read" and reference_attn is None:
         raise ValueError("mode 'cross' needs a reference_attn module")
     attn1.__class__ = ReferenceAttention
-    attn1.emo_name, attn1.emo_role, attn1.emo_mode = name, role, mode
+    attn1.emo_name, attn1.emo_mode = name, mode
     attn1.__dict__["emo_reference_attn"] = reference_attn
 
 

@@ -13,9 +13,10 @@ import logging
 
 import torch
 
-from ..training.stages import SPEED_PARTS
-
 logger = logging.getLogger(__name__)
+
+# The speed cross-attention inside a temporal block (``temporal.py``): its names in the state dict.
+SPEED_PARTS = (".attention_blocks.2.", ".norms.2.")
 
 
 def speed_encoder_config(token_dim: int) -> dict:

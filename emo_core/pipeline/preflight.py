@@ -96,17 +96,20 @@ def check_mediapipe_folder(folder: str | os.PathLike, what: str = "--mediapipe")
     return Path(folder)
 
 
-def check_wav2vec_folder(folder: str | os.PathLike) -> Path:
-    """config.json of a wav2vec2 model and a weight file (no weights are read)."""
+def check_wav2vec_header(folder: str | os.PathLike) -> Path:
+    """The wav2vec2 folder's config.json and a weight file, no weights read (milliseconds; the
+    full check is ``io.wav2vec.check_wav2vec_folder``)."""
     from ..io.wav2vec import _check_folder
 
     _check_folder(Path(folder))
     return Path(folder)
 
 
-def check_emo_checkpoint(path: str | os.PathLike) -> Path:
-    """The EMO checkpoint file, its safetensors header and its emo_config metadata (no tensor
-    data is read, no model is built). Returns the resolved ``.safetensors`` file."""
+def check_checkpoint_header(path: str | os.PathLike) -> Path:
+    """The EMO checkpoint file, its safetensors header and its emo_config metadata, including a
+    model family this version knows (no tensor data is read, no model is built: milliseconds;
+    the full check is ``io.emo_checkpoint.check_emo_checkpoint``). Returns the resolved file."""
+    from ..families import family_class, family_name
     from ..io.emo_checkpoint import read_emo_configs, resolve_checkpoint_path
     from ..io.safe_load import read_safetensors_shapes
 
@@ -116,14 +119,11 @@ def check_emo_checkpoint(path: str | os.PathLike) -> Path:
     if missing or not read_safetensors_shapes(file):
         raise EMOInputError(f"EMO checkpoint {str(file)!r} lacks {missing or 'tensors'}; it is "
                             "damaged or not an EMO checkpoint: re-create it")
+    try:
+        family_class(family_name(configs))
+    except EMOInputError as error:
+        raise EMOInputError(f"EMO checkpoint {str(file)!r}: {error}") from None
     return file
-
-
-def checkpoint_variant(file: str | os.PathLike) -> str:
-    """``"hallo"`` or ``"emo"``, from the checkpoint's config metadata (no tensors read)."""
-    from ..io.emo_checkpoint import read_emo_configs
-
-    return read_emo_configs(Path(file)).get("backbone", {}).get("variant", "emo")
 
 
 def check_face_analysis_folder(folder, what: str = "--face-analysis") -> Path:
@@ -205,18 +205,17 @@ def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None
         check_weight_source(path, option)
     if getattr(request, "separate_vocals", None) is not None:
         check_separator_model(request.separate_vocals)
-    check_wav2vec_folder(request.wav2vec)
-    file = check_emo_checkpoint(request.checkpoint)
-    if checkpoint_variant(file) == "hallo":
-        if getattr(request, "hallo_conditions", None) is None:
-            check_face_analysis_folder(request.face_analysis)
-    else:  # clip + motion frames fit this checkpoint's temporal table (Hallo uses its own)
-        check_settings_for_checkpoint(request.settings, file)
+    check_wav2vec_header(request.wav2vec)
+    check_family_request(request, check_checkpoint_header(request.checkpoint))
 
 
-def check_settings_for_checkpoint(settings, file: str | os.PathLike):
-    """``settings.for_model`` on the checkpoint's Backbone config, read from the safetensors
-    header (no tensors, no model). Returns the settings with the checkpoint's defaults filled."""
+def check_family_request(request, file: str | os.PathLike):
+    """The checkpoint family's own checks of the request: its settings against the checkpoint's
+    config (read from the safetensors header: no tensors, no model) and the model folders it
+    needs. Returns the settings the family runs with."""
+    from ..families import family_of
     from ..io.emo_checkpoint import read_emo_configs
 
-    return settings.for_model(read_emo_configs(Path(file)).get("backbone", {}))
+    family = family_of(configs=read_emo_configs(Path(file)))
+    family.check_request(request)
+    return family.resolve_settings(request.settings)

@@ -8,6 +8,12 @@ import numpy as np
 import torch
 
 from ..errors import EMOInputError
+from ..families.base import LatentFormat
+
+
+def vae_format(vae) -> LatentFormat:
+    """The latent format of an SD VAE (its ``scaling_factor``)."""
+    return LatentFormat(float(vae.config.scaling_factor))
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,5 @@ def encode_reference(models, image: np.ndarray, device=None, dtype=None) -> Enco
     device = device or next(vae.parameters()).device
     dtype = dtype or next(vae.parameters()).dtype
     pixels = image_to_tensor(image).to(device=device, dtype=dtype)
-    latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    latents = vae_format(vae).process_in(vae.encode(pixels).latent_dist.mode())
     return EncodedReference(latents=latents, image=image)
-
-
-@torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, batch: int):
-    """``latents: (k, 4, h, w)`` -> yields ``(j, 8h, 8w, 3)`` uint8 numpy, ``batch`` frames at a time."""
-    for start in range(0, latents.shape[0], batch):
-        chunk = latents[start:start + batch] / vae.config.scaling_factor
-        pixels = vae.decode(chunk).sample
-        pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        yield pixels.permute(0, 2, 3, 1).cpu().numpy()

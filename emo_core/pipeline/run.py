@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio.waveform import check_not_silent  # noqa: F401 (re-exported for the CLI)
 from ..errors import EMOCancelled, EMOInputError
 from ..face.detect import FaceAdvice
 from ..face.mask import DEFAULT_MASK_EXPAND
@@ -45,7 +46,8 @@ class GenerateRequest:
     dtype: str = "auto"
     # Called with the loaded EMOModels before sampling (e.g. to add a civit.ai style delta).
     prepare_models: Callable | None = None
-    # Hallo-variant checkpoints: insightface models folder, or precomputed HalloConditions.
+    # Families with per-video conditions (Hallo): insightface models folder, or precomputed
+    # conditions (HalloConditions).
     face_analysis: Path | None = None
     hallo_conditions: object | None = None
     # Optional MDX-Net vocal separation model (Kim_Vocal_2.onnx): wav2vec then hears the vocals
@@ -63,12 +65,14 @@ CLI_FACE_ADVICE = FaceAdvice(
 @dataclass(frozen=True)
 class PreparedPortrait:
     """``original: (H, W, 3)`` uint8; ``crop``: CropBox of the face square in it;
-    ``portrait: (S, S, 3)`` uint8 crop; ``mask``: FaceMask on the portrait (Face Locator)."""
+    ``portrait: (S, S, 3)`` uint8 crop; ``mask``: FaceMask on the portrait (Face Locator), or
+    None for families that build their own conditions (``conditions``)."""
 
     original: np.ndarray
     crop: object
     portrait: np.ndarray
     mask: object
+    conditions: object = None  # the family's reference_conditions (Hallo: embedding + masks)
 
 
 def prepare_portrait(request: GenerateRequest, settings: GenerationSettings) -> PreparedPortrait:
@@ -90,20 +94,16 @@ def prepare_portrait(request: GenerateRequest, settings: GenerationSettings) -> 
 
 def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    cancel: CancelFn | None = None) -> Path:
-    """Run EMO end to end and write ``request.out`` atomically; returns the path."""
-    from ..audio.features import extract_audio_features
+    """Run the checkpoint's model family end to end and write ``request.out`` atomically."""
     from ..audio.waveform import check_audio_file, load_audio_file
     from ..face.crop import paste_back_frames
     from ..face.mask import check_mask_expand
+    from ..families import family_of
     from ..image import check_image_file
     from ..io.emo_checkpoint import check_emo_checkpoint, load_emo_checkpoint
     from ..io.wav2vec import check_wav2vec_folder, load_wav2vec
     from ..speed import parse_keyframes
 
-    if _is_hallo(request.checkpoint):
-        from .hallo_run import generate_hallo_video
-
-        return generate_hallo_video(request, progress, cancel)
     settings = request.settings.validate()
     check_mask_expand(request.mask_expand, "--mask-expand")
     _check_output(request.out)
@@ -117,36 +117,42 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     check_audio_file(request.audio)
     check_wav2vec_folder(request.wav2vec)
     configs = check_emo_checkpoint(request.checkpoint)
-    settings = settings.for_model(configs.get("backbone", {}))
-
-    prepared = prepare_portrait(request, settings)
-    original, crop, portrait, mask = (prepared.original, prepared.crop, prepared.portrait,
-                                      prepared.mask)
+    family = family_of(configs=configs)  # the checkpoint's family, before any model loads
+    settings = family.resolve_settings(settings)
+    prepared = family.prepare_portrait(request, settings)
 
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
     wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
-    audio = extract_audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
-                                   settings.fps, device=device, cancel=cancel)
+    audio = family.audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
+                                  settings.fps, device=device, cancel=cancel)
     del wav2vec  # not needed while sampling; frees its memory
-    speed = _speed_curve(request, audio.num_frames, settings.fps)
 
     models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype, checked=configs)
+    family = family_of(models)  # bound to the loaded models: asked from here on
+    speed_given = any(v is not None for v in (request.speed, request.speed_keyframes,
+                                              request.speed_video))
+    for what in family.ignored_options(speed_given=speed_given, paste_back=request.paste_back,
+                                       settings=request.settings):
+        logger.warning("%s checkpoint: ignoring %s", family.title, what)
+    speed = _speed_curve(request, audio.num_frames, settings.fps) if family.uses_speed() else None
     if request.prepare_models is not None:
         request.prepare_models(models)
-    pipeline = EMOPipeline(models, device=device, dtype=dtype)
+    pipeline = EMOPipeline(models, device=device, dtype=dtype, family=family)
     if cancel is not None and cancel():  # the checkpoint load may have taken a while
         raise EMOCancelled("cancelled before encoding the reference")
-    reference = encode_reference(models, portrait, device=device, dtype=dtype)
-    frames = pipeline.generate_frames(reference, audio, torch.from_numpy(mask.image_mask), speed,
-                                      settings, progress=progress, cancel=cancel)
-    height, width = (original.shape[:2] if request.paste_back else (settings.size,) * 2)
+    reference = encode_reference(models, prepared.portrait, device=device, dtype=dtype)
+    mask = None if prepared.mask is None else torch.from_numpy(prepared.mask.image_mask)
+    frames = pipeline.generate_frames(reference, audio, mask, speed, settings, progress=progress,
+                                      cancel=cancel, conditions=prepared.conditions)
+    paste_back = request.paste_back and prepared.crop is not None
+    height, width = (prepared.original.shape[:2] if paste_back else (settings.size,) * 2)
     height, width = height - height % 2, width - width % 2  # H.264 needs even sizes
     with Mp4Writer(request.out, settings.fps, width, height,
                    audio=(waveform, sample_rate)) as writer:
         for chunk in frames:
-            if request.paste_back:
-                chunk = paste_back_frames(chunk, original, crop)
+            if paste_back:
+                chunk = paste_back_frames(chunk, prepared.original, prepared.crop)
             writer.write(chunk[:, :height, :width])
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
@@ -160,32 +166,6 @@ def speech_waveform(request: GenerateRequest, waveform, sample_rate: int):
     from ..audio.separation import separate_vocals
 
     return separate_vocals(waveform, sample_rate, request.separate_vocals)
-
-
-def _is_hallo(checkpoint) -> bool:
-    """Whether the checkpoint's config (metadata only, no tensors read) is the Hallo variant."""
-    from ..io.emo_checkpoint import read_emo_configs, resolve_checkpoint_path
-
-    try:
-        configs = read_emo_configs(resolve_checkpoint_path(checkpoint))
-    except EMOInputError:
-        return False  # the EMO path reports a bad checkpoint in its usual order
-    return configs.get("backbone", {}).get("variant", "emo") == "hallo"
-
-
-SILENCE_PEAK = 10 ** (-80 / 20)  # -80 dBFS: below any real recording's noise floor
-
-
-def check_not_silent(waveform, source, allow_silence: bool = False) -> None:
-    """Refuse a completely silent clip: EMO animates speech or song, and silence almost always
-    means a wrong file or a muted track. ``allow_silence`` generates anyway (a near-still face)."""
-    wave = torch.as_tensor(waveform)
-    peak = float(wave.abs().max()) if wave.numel() else 0.0
-    if peak < SILENCE_PEAK and not allow_silence:
-        raise EMOInputError(
-            f"audio {source} is silent (peak {peak:.2e}, below -80 dBFS); EMO needs speech or "
-            "singing to animate. Check the file/track, or allow silence to get a still face."
-        )
 
 
 def _speed_curve(request: GenerateRequest, num_frames: int, fps: float) -> torch.Tensor:

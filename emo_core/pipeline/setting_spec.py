@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from ..errors import EMOInputError
@@ -41,6 +41,9 @@ class SettingSpec:
     choices: Collection[str] | None = None
     unset: str | None = None
     node: bool = True
+    # Model families that run with their own value of this setting (family title -> value; the
+    # checkpoint's ``sampling`` config may refine it): shown in the help, read by the family.
+    families: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def range_text(self) -> str:
@@ -65,7 +68,13 @@ class Setting:
 
 
 def setting(default, help: str, **spec) -> dataclasses.Field:
-    """A dataclass field with its :class:`SettingSpec` (keywords as in SettingSpec)."""
+    """A dataclass field with its :class:`SettingSpec` (keywords as in SettingSpec). A field with
+    ``families`` gets them in its help, so the CLI help and the node tooltips show each family's
+    real default: ``"...; Hallo checkpoints: 16"``."""
+    families = spec.get("families") or {}
+    if families:
+        help += "; " + ", ".join(f"{title} checkpoints: {value}"
+                                 for title, value in families.items())
     return dataclasses.field(default=default, metadata={"setting": SettingSpec(help, **spec)})
 
 

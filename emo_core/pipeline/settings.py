@@ -19,6 +19,17 @@ from .setting_spec import check_setting, setting, settings_of
 GUIDANCE_MODES = ("separate", "joint")
 FIRST_CLIP_MOTION = ("zeros", "reference")
 
+# The settings a Hallo checkpoint decides itself (Hallo's released inference; a converted
+# checkpoint's ``sampling`` config may refine them): shown in each field's help, read by
+# ``emo_core.families.hallo``. A family that runs with its own values declares them here.
+_HALLO = {"fps": 25, "guidance_reference": 3.5, "guidance_mode": "joint", "guidance_refresh": 1,
+          "frames_per_clip": 16, "motion_frames": 2, "first_clip_motion": "reference",
+          "scheduler": "ddim-vpred-trailing"}
+
+
+def _hallo_own(name: str) -> dict:
+    return {"Hallo": _HALLO[name]}
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -36,7 +47,8 @@ class GenerationSettings:
 
     fps: float = setting(
         25.0, "video frame rate in frames per second, fractional allowed (e.g. 12.5, 24, 29.97)",
-        minimum=1.0, maximum=120.0, step=0.01, node=False)  # node: Wav2Vec Audio Features
+        minimum=1.0, maximum=120.0, step=0.01, node=False,  # node: Wav2Vec Audio Features
+        families=_hallo_own("fps"))
     steps: int = setting(
         40, "denoising steps per clip: 40 is the paper's DDIM setting; fewer is proportionally "
         "faster and less detailed", minimum=1, maximum=1000)
@@ -46,7 +58,7 @@ class GenerationSettings:
     guidance_reference: float = setting(
         2.0, "pull towards the reference identity (1 = no guidance): higher = closer likeness, "
         "but stiffer and over-saturated beyond ~4; in joint mode the one scale for both",
-        minimum=0.0, maximum=30.0, step=0.1)
+        minimum=0.0, maximum=30.0, step=0.1, families=_hallo_own("guidance_reference"))
     guidance_audio: float = setting(
         3.5, "pull towards the audio, lip sync and expression (1 = no guidance): higher = "
         "stronger mouth motion, artefacts beyond ~6; unused in joint mode",
@@ -54,7 +66,7 @@ class GenerationSettings:
     guidance_mode: str = setting(
         "separate", "separate: reference and audio scales apart (3 rows on each guided step, "
         "see guidance_refresh); joint: the reference scale for both (2 rows, faster)",
-        choices=GUIDANCE_MODES)
+        choices=GUIDANCE_MODES, families=_hallo_own("guidance_mode"))
     # Guidance on a part of the steps only (docs/ARCHITECTURE.md, "Guidance schedule").
     guidance_start: float = setting(
         0.0, "fraction of the steps (noisiest first) where guidance starts",
@@ -65,19 +77,22 @@ class GenerationSettings:
     guidance_refresh: int = setting(
         3, "run the guidance branches every N-th step inside the interval and reuse their last "
         "difference in between (1 = every step, the slowest; 3 measured as good as 1, README)",
-        minimum=1, maximum=1000)
+        minimum=1, maximum=1000, families=_hallo_own("guidance_refresh"))
     frames_per_clip: int = setting(
         12, "frames generated together (paper: 12): longer clips are smoother but use more "
         "memory; clip + motion frames must fit the checkpoint's temporal position table",
-        minimum=1, maximum=32)
+        minimum=1, maximum=32, families=_hallo_own("frames_per_clip"))
     motion_frames: int | None = setting(
         None, "last frames of a clip that condition the next (paper: 4); 0 makes clips "
-        "independent (visible seams)", minimum=0, maximum=31, unset="the checkpoint's own count")
+        "independent (visible seams)", minimum=0, maximum=31, unset="the checkpoint's own count",
+        families=_hallo_own("motion_frames"))
     first_clip_motion: str = setting(
         "zeros", "motion frames of the first clip: zeros (paper) or the reference latent "
-        "repeated (steadier start)", choices=FIRST_CLIP_MOTION)
+        "repeated (steadier start)", choices=FIRST_CLIP_MOTION,
+        families=_hallo_own("first_clip_motion"))
     scheduler: str = setting(
-        "ddim", f"sampler; {schedulers_help()}", choices=SCHEDULERS)
+        "ddim", f"sampler; {schedulers_help()}", choices=SCHEDULERS,
+        families=_hallo_own("scheduler"))
     prediction_type: str | None = setting(
         None, "what the model output is read as, overriding the checkpoint",
         choices=PREDICTION_TYPES, node=False,  # the checkpoint says; a CLI override only

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from diffusers.loaders.single_file_utils import LDM_UNET_KEY
-
 from ..errors import CheckpointError
 from ..io.conversion import detect_unet_format
 
@@ -75,8 +73,3 @@ def check_shapes_fit(source: Mapping, target: Mapping, what: str, component: str
             f"e.g. {shown}); the style must come from the same architecture as the EMO "
             "checkpoint (SD1.5 for real EMO weights; tiny demo weights only take tiny styles)"
         )
-
-
-def is_ldm_unet_key(key: str) -> bool:
-    """True for ``model.diffusion_model.*`` names."""
-    return key.startswith(LDM_UNET_KEY)

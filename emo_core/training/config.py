@@ -164,7 +164,3 @@ def load_config(path, **overrides) -> TrainConfig:
         raise EMOInputError(f"training config {str(path)!r} must be a mapping of keys to values")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(values, source=f"training config {str(path)!r}")
-
-
-def config_to_dict(config: TrainConfig) -> dict:
-    return dataclasses.asdict(config)

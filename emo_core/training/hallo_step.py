@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 
+from ..families.hallo_parts import site_motion_features
 from ..models.reference_net import ReferenceFeatures
-from ..pipeline.hallo import site_motion_features
 
 
 def box_region_masks(mask: torch.Tensor, latent: int, levels: int, frames: int):

@@ -5,9 +5,9 @@
   (audio attention + audio projection); spatial layers keep training unless
   ``stage2_trains_spatial`` is False.
 - stage 3 (speed): only the temporal modules (with their speed attention) and the speed encoder;
-  audio layers and all spatial weights are frozen. On a Hallo-variant checkpoint (speed layers
-  added by ``init-checkpoint --from-hallo``) only the speed layers train: Hallo's trained motion
-  modules stay as they are.
+  audio layers and all spatial weights are frozen.
+The checkpoint's model family decides (``ModelFamily.trainable_groups``): on a Hallo checkpoint
+(speed layers added by ``init-checkpoint --from-hallo``) stage 3 trains the speed layers only.
 The VAE never trains here.
 """
 
@@ -18,12 +18,12 @@ import logging
 from torch import nn
 
 from ..errors import EMOInputError
+from ..models.speed_layers import SPEED_PARTS
 
 logger = logging.getLogger(__name__)
 
 TEMPORAL = ".motion_modules."
 AUDIO = ".audio_modules."
-SPEED_PARTS = (".attention_blocks.2.", ".norms.2.")
 
 
 def parameter_group(name: str) -> str:
@@ -48,25 +48,12 @@ def parameter_group(name: str) -> str:
     }.get(top, "other")
 
 
-def trainable_groups(stage: int, stage2_trains_spatial: bool = True,
-                     variant: str = "emo") -> frozenset[str]:
-    """Training groups of ``stage`` (1, 2 or 3) for a Backbone ``variant`` ("emo" | "hallo")."""
-    image = {"reference", "spatial", "face", "context"}
-    if stage == 1:
-        return frozenset(image)
-    if stage == 2:
-        video = {"temporal", "audio"}
-        return frozenset(video | image if stage2_trains_spatial else video)
-    if stage == 3:
-        speed = {"speed_attention", "speed_encoder"}
-        return frozenset(speed if variant == "hallo" else speed | {"temporal"})
-    raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
-
-
 def apply_stage(models: nn.Module, stage: int, stage2_trains_spatial: bool = True) -> list:
     """Set ``requires_grad`` for ``stage`` and return the trainable ``[(name, parameter)]``."""
-    variant = models.backbone.config.variant
-    groups = trainable_groups(stage, stage2_trains_spatial, variant)
+    from ..families import family_of
+
+    family = family_of(models)
+    groups = family.trainable_groups(stage, stage2_trains_spatial)
     trainable = []
     counts: dict[str, int] = {}
     for name, parameter in models.named_parameters():
@@ -77,9 +64,7 @@ def apply_stage(models: nn.Module, stage: int, stage2_trains_spatial: bool = Tru
             trainable.append((name, parameter))
             counts[group] = counts.get(group, 0) + parameter.numel()
     if not trainable:
-        hint = ("; a converted Hallo checkpoint has no speed layers: add them with "
-                "`python -m emo_core init-checkpoint --from-hallo FILE --out NEW` and train NEW"
-                if variant == "hallo" else "")
-        raise EMOInputError(f"stage {stage} selects no parameters (groups {sorted(groups)}){hint}")
+        raise EMOInputError(f"stage {stage} selects no parameters (groups {sorted(groups)})"
+                            f"{family.no_trainable_hint()}")
     logger.info("stage %d trains %s", stage, {k: f"{v / 1e6:.3f}M" for k, v in counts.items()})
     return trainable

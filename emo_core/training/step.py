@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import torch
@@ -44,7 +43,10 @@ class EMOTrainingModule(nn.Module):
 
     def __init__(self, models, stage: int, gradient_checkpointing: bool = False):
         super().__init__()
+        from ..families import family_of
+
         self.models = models
+        self.family = family_of(models)  # its training forward (families/<name>.py)
         self.stage = stage
         self.gradient_checkpointing = gradient_checkpointing
         for net in (models.reference_net, models.backbone):
@@ -58,24 +60,9 @@ class EMOTrainingModule(nn.Module):
         """``reference_latents: (b, 4, h, w)``, ``motion_latents: (b, n, 4, h, w) | None``,
         ``mask: (b, 1, H, W)``, ``audio: (b, f, 2m+1, L, C) | None``, ``speed: (b, f) | None``,
         rows: ``(b,)`` bool."""
-        models = self.models
-        if models.backbone.config.variant == "hallo":
-            from .hallo_step import hallo_forward
-
-            return hallo_forward(models, noisy, timesteps, reference_latents, motion_latents,
-                                 mask, audio, speed, reference_rows, audio_rows, motion_keep)
-        batch = noisy.shape[0]
-        context = models.context.expand(batch, -1, -1)
-        features = models.reference_net(reference_latents, motion_latents, context=context)
-        if features.motion is not None and motion_keep is not None:
-            keep = motion_keep.to(noisy.dtype).view(-1, 1, 1, 1, 1)
-            features = dataclasses.replace(features, motion=[m * keep for m in features.motion])
-        audio_tokens = models.audio_projection(audio) if audio is not None else None
-        speed_tokens = models.speed_encoder(speed) if speed is not None else None
-        return models.backbone(
-            noisy, timesteps, reference=features, reference_rows=reference_rows,
-            audio_tokens=audio_tokens, audio_rows=audio_rows if audio is not None else None,
-            speed_tokens=speed_tokens, face_embedding=models.face_locator(mask), context=context)
+        return self.family.training_forward(noisy, timesteps, reference_latents, motion_latents,
+                                            mask, audio, speed, reference_rows, audio_rows,
+                                            motion_keep)
 
 
 @torch.no_grad()
