@@ -51,7 +51,7 @@ def acc(tmp_path_factory, one_torch_thread):
 
 
 def _reference(models, outputs):
-    from emo_core.pipeline.echomimic_parts import echo_reference
+    from emo_core.families.echomimic_parts import echo_reference
 
     return echo_reference(models, outputs["ref_latents"])
 
@@ -96,7 +96,7 @@ def test_every_reference_bank(normal, goldens):
 
 
 def test_denoiser_forward_with_cfg_rows(normal, goldens):
-    from emo_core.pipeline.echomimic_parts import denoise_window, guidance_rows
+    from emo_core.families.echomimic_parts import denoise_window, guidance_rows
 
     inputs, outputs = goldens
     reference = guidance_rows(_reference(normal, outputs), guidance=True)
@@ -110,7 +110,7 @@ def test_denoiser_forward_with_cfg_rows(normal, goldens):
 
 
 def test_acc_denoiser_forward(acc, goldens):
-    from emo_core.pipeline.echomimic_parts import denoise_window, guidance_rows
+    from emo_core.families.echomimic_parts import denoise_window, guidance_rows
 
     inputs, outputs = goldens
     reference = guidance_rows(_reference(acc, outputs), guidance=False)

@@ -42,6 +42,7 @@ class WhisperFeatures:
     num_frames: int
     fps: float
     waveform_16k: torch.Tensor
+    front_end: str = "whisper"  # ModelFamily.audio_front_end of the EchoMimic family
 
     @property
     def tokens_per_frame(self) -> int:

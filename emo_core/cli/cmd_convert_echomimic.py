@@ -94,11 +94,10 @@ def check_layout(root: Path, variant: str) -> dict[str, Path]:
         if (root / marker).is_file():
             raise EMOInputError(f"{str(root)!r} is {what}, not EchoMimic v1's pretrained_weights/;"
                                 f" {todo}")
-    other = FILES["normal" if variant == "acc" else "acc"]
+    other = next(kind for kind in FILES if kind != variant)
     hint = ""
-    if all((root / name).is_file() for name in other):
-        hint = f" (the {'normal' if variant == 'acc' else 'acc'} pair is there: " + \
-               ("drop --acc)" if variant == "acc" else "add --acc)")
+    if all((root / name).is_file() for name in FILES[other]):
+        hint = f" (the {other} pair is there: {'add' if other == 'acc' else 'drop'} --acc)"
     raise EMOInputError(f"{str(root)!r} lacks {', '.join(missing)}{hint}; pass {SOURCE}")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from ..errors import EMOInputError
 from .base import LatentFormat, ModelFamily, StepGuidance, VideoInputs
+from .echomimic import EchoMimicFamily
 from .emo import EMOFamily
 from .hallo import HalloFamily
 
@@ -30,7 +31,7 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
     return cls
 
 
-for _cls in (EMOFamily, HalloFamily):
+for _cls in (EMOFamily, HalloFamily, EchoMimicFamily):
     register_family(_cls)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from .backbone import EMOBackbone, _SiteRunner
 from .reference_attention import ContextAttention
 from .reference_net import ReferenceNet
-from .sites import Site, install_site, unet_sites
+from .sites import Site, install_site
 from .temporal import TemporalModule
 
 
@@ -65,15 +65,16 @@ class EchoBackbone(EMOBackbone):
     def __init__(self, unet: dict | None = None, audio_token_dim: int = 384,
                  speed_token_dim: int = 0, motion_num_attention_heads: int = 8,
                  motion_max_frames: int = 32, motion_frames: int = 0,
-                 reference_attention: str = "concat", variant: str = "emo",
+                 reference_attention: str = "concat", variant: str = "echomimic",
                  hallo: dict | None = None, audio_scale: float = 3.0):
-        if speed_token_dim or motion_frames or reference_attention != "concat" \
-                or variant != "emo" or hallo:
+        # ``variant`` is always this family's (a config argument only so from_config round-trips)
+        if speed_token_dim or motion_frames or reference_attention != "concat" or hallo:
             raise ValueError("EchoBackbone has no speed layers, no motion frames and concat "
                              "reference attention only")
         super().__init__(unet=unet, audio_token_dim=audio_token_dim, speed_token_dim=0,
                          motion_num_attention_heads=motion_num_attention_heads,
-                         motion_max_frames=motion_max_frames, motion_frames=0)
+                         motion_max_frames=motion_max_frames, motion_frames=0,
+                         variant="echomimic")
         cross = self.unet.config.cross_attention_dim
         if audio_token_dim != cross:
             raise ValueError(f"audio_token_dim {audio_token_dim} must equal the UNet's "
@@ -81,24 +82,6 @@ class EchoBackbone(EMOBackbone):
         for block in transformer_blocks(self.unet):
             block.attn2.__class__ = ScaledContextAttention
             block.attn2.emo_output_scale = float(audio_scale)
-
-    def _install_sites(self) -> int:
-        """A motion module after every site (AnimateDiff v2 layout); no audio modules."""
-        cfg = self.config
-        groups = self.unet.config.norm_num_groups
-        by_block: dict[str, list[Site]] = {}
-        for site in unet_sites(self.unet):
-            by_block.setdefault(site.block_name, []).append(site)
-        index = 0
-        for block_sites in by_block.values():
-            block = block_sites[0].block
-            block.motion_modules = nn.ModuleList(
-                TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                               None, groups) for s in block_sites)
-            for j, site in enumerate(block_sites):
-                install_site(site, _SiteRunner(index, block.motion_modules[j], None))
-                index += 1
-        return index
 
     def _context(self, context, batch: int, frames: int, sample) -> torch.Tensor:
         """Per-frame audio tokens ``(b, f, K, D)`` -> ``(b*f, K, D)`` (EchoMimic's attn2 input)."""
@@ -109,3 +92,20 @@ class EchoBackbone(EMOBackbone):
             got = None if context is None else tuple(context.shape)
             raise ValueError(f"context (whisper tokens) must be {expected}, got {got}")
         return rearrange(context.to(sample.dtype), "b f k d -> (b f) k d")
+
+
+def install_motion_sites(backbone, by_block: dict[str, list[Site]]) -> int:
+    """EchoMimic's site layers: a motion module after every site (AnimateDiff v2 layout, no
+    speed attention), no audio modules (``EchoMimicFamily.install_sites``)."""
+    cfg = backbone.config
+    groups = backbone.unet.config.norm_num_groups
+    index = 0
+    for block_sites in by_block.values():
+        block = block_sites[0].block
+        block.motion_modules = nn.ModuleList(
+            TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
+                           None, groups) for s in block_sites)
+        for j, site in enumerate(block_sites):
+            install_site(site, _SiteRunner(index, block.motion_modules[j], None))
+            index += 1
+    return index
