@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "train": ".cmd_train",
     "prove-learning": ".cmd_prove_learning",
     "convert-hallo": ".cmd_convert_hallo",
+    "convert-echomimic": ".cmd_convert_echomimic",
 }
 
 EXIT_BAD_INPUT = 2

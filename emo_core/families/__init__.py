@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from ..errors import EMOInputError
 from .base import LatentFormat, ModelFamily, StepGuidance, VideoInputs
+from .echomimic import EchoMimicFamily
 from .emo import EMOFamily
 from .hallo import HalloFamily
 from .hallo2 import Hallo2Family
@@ -33,7 +34,7 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
     return cls
 
 
-for _cls in (EMOFamily, HalloFamily, Hallo2Family):
+for _cls in (EMOFamily, HalloFamily, Hallo2Family, EchoMimicFamily):
     register_family(_cls)
 
 
