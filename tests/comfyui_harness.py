@@ -199,7 +199,7 @@ class ComfyServer:
     """A real ComfyUI process in a temporary base directory (context manager).
 
     models: ``{"emo": [file, ...], "wav2vec2": [folder], ...}`` placed into ``models/<key>/``.
-    inputs: files placed into ``input/``. ``copy=False`` symlinks them (fast, read-only use).
+    inputs: files copied into ``input/``. ``copy=False`` symlinks the models (fast, read-only use).
     base_dir: use this existing folder as the base directory instead of a temporary one (it is
     then left in place); link_pack: symlink this repository into ``custom_nodes``;
     custom_nodes: further custom node folders symlinked there (test-only probes).
@@ -260,7 +260,9 @@ class ComfyServer:
             for source in sources:
                 _place(source, self.base_dir / "models" / key, self._copy)
         for source in self._inputs:
-            _place(source, self.base_dir / "input", self._copy)
+            # Always copies: ComfyUI 0.30.0 refuses an input whose real path is outside input/
+            # ("Invalid image file"), which a symlink's is.
+            _place(source, self.base_dir / "input", copy=True)
 
     def command(self) -> list[str]:
         base = str(self.base_dir)
