@@ -24,7 +24,10 @@ CPU copy of the same config on the same shapes. Per-clip work is amortised over
 per frame). Prints one JSON object per guidance scheme of ``benchmarks/guidance_schemes.py``
 (``default``: true on the CLI defaults' scheme):
 
-    python benchmarks/bench_flops.py [--size 512] [--steps 40]
+    python benchmarks/bench_flops.py [--size 512] [--steps 40] [--no-echomimic]
+
+Then the EchoMimic normal and acc rows (``benchmarks/echomimic_flops.py``): total GFLOP per
+generated frame over all of each variant's default steps (``"family": "echomimic"``).
 """
 
 from __future__ import annotations
@@ -186,9 +189,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="frame side in px (multiple of 64)")
     parser.add_argument("--steps", type=int, default=40, help="denoising steps per clip")
+    parser.add_argument("--no-echomimic", action="store_true",
+                        help="skip the EchoMimic normal / acc rows (total GFLOP per frame)")
     args = parser.parse_args(argv)
     for record in lines(args.size, args.steps):
         print(json.dumps(record))
+    if not args.no_echomimic:
+        from benchmarks.echomimic_flops import lines as echomimic_lines
+
+        for record in echomimic_lines(args.size):
+            print(json.dumps(record))
     return 0
 
 

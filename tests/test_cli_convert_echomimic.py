@@ -49,7 +49,7 @@ def test_every_tensor_used_once(acc, one_torch_thread):
         assert torch.equal(tensors["face_locator.embedding." + key], value)
     for key, value in sources["motion"].items():
         assert torch.equal(tensors["backbone.unet." + key], value)
-    assert configs["family"] == "echomimic" and configs["sampling"]["variant"] == variant
+    assert configs["backbone"]["variant"] == "echomimic" and configs["sampling"]["variant"] == variant
     assert (configs["sampling"]["steps"], configs["sampling"]["guidance_scale"]) == (
         (6, 1.0) if acc else (30, 2.5))
 

@@ -209,10 +209,10 @@ def test_no_pickled_code_ran(fuzz):
 
 
 def test_intact_layout_converts(fuzz):
-    from emo_core.io.echomimic_checkpoint import read_echomimic_configs
+    from emo_core.io.emo_checkpoint import read_emo_configs
 
     result = fuzz["results"]["success"]
     assert result["rc"] == 0, result["stderr"][-2000:]
     out = fuzz["root"] / "out" / "success" / "echo_acc.safetensors"
     assert [p.name for p in out.parent.iterdir()] == [out.name]
-    assert read_echomimic_configs(out)["sampling"]["variant"] == "acc"
+    assert read_emo_configs(out)["sampling"]["variant"] == "acc"

@@ -36,8 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="EMO checkpoint (.safetensors file or folder with emo.safetensors)")
-    parser.add_argument("--wav2vec", type=Path, required=True,
-                        help="Hugging Face wav2vec2 folder (e.g. facebook/wav2vec2-base-960h)")
+    parser.add_argument("--wav2vec", type=Path, default=None,
+                        help="Hugging Face wav2vec2 folder (e.g. facebook/wav2vec2-base-960h); "
+                        "required except for EchoMimic checkpoints (whisper is inside them)")
     parser.add_argument("--mediapipe", type=Path, required=True,
                         help="folder with blaze_face_short_range.tflite and face_landmarker.task")
     parser.add_argument("--face-analysis", type=Path, default=None,

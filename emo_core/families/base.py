@@ -126,6 +126,9 @@ class ModelFamily(ABC):
     # Which audio front-end made an AudioFeatures (``AudioFeatures.front_end``): the sampler
     # refuses features from another family's front-end with a message naming both.
     audio_front_end: ClassVar[str] = "emo"
+    # The audio model folder the front-end needs (``--wav2vec`` / the wav2vec2 input); None: the
+    # audio encoder travels inside the checkpoint (EchoMimic's whisper).
+    audio_model: ClassVar[str | None] = "wav2vec2"
     # Progress units a clip's preparation (ReferenceNet, condition encoders) counts before its
     # denoising steps: EMO reports it (``steps + 1`` per clip), Hallo reports steps only.
     prepare_progress_units: ClassVar[int] = 1

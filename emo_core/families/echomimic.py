@@ -58,6 +58,7 @@ class EchoMimicFamily(ModelFamily):
     name = "echomimic"
     title = "EchoMimic"
     audio_front_end = "whisper"
+    audio_model = None  # whisper is inside the checkpoint
     prepare_progress_units = 0
     fixed_settings = {
         "guidance_mode": "one joint CFG scale (guidance_reference sets it)",
@@ -73,6 +74,13 @@ class EchoMimicFamily(ModelFamily):
     }
 
     # ------------------------------------------------------------------ model construction
+    @classmethod
+    def models_class(cls):
+        """The checkpoint's container (``io.emo_checkpoint`` builds it): ``EchoMimicModels``."""
+        from ..models.echomimic_models import EchoMimicModels
+
+        return EchoMimicModels
+
     @classmethod
     def install_sites(cls, backbone, by_block: dict) -> int:
         from ..models.echomimic import install_motion_sites

@@ -117,10 +117,9 @@ def echomimic_configs(unet_config: Mapping, face_locator: Mapping, whisper_confi
         "unet": denoiser_unet, "audio_token_dim": int(kwargs["cross_attention_dim"]),
         "motion_num_attention_heads": int(mm["num_attention_heads"]),
         "motion_max_frames": int(mm["temporal_position_encoding_max_len"]),
-        "audio_scale": AUDIO_FEATURE_RATIO,
+        "audio_scale": AUDIO_FEATURE_RATIO, "variant": "echomimic",
     }
     return {
-        "family": "echomimic",
         "reference_net": {"unet": unet},
         "backbone": backbone,
         "face_locator": face_locator_config(face_locator),

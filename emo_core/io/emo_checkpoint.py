@@ -137,13 +137,22 @@ def check_emo_checkpoint(path: str | os.PathLike) -> dict[str, dict]:
     return configs
 
 
-def _meta_models(configs: dict, what: str):
+def _models_class(configs: dict):
+    """The container the checkpoint's family builds (``models_class`` on the family; EMO's
+    ``EMOModels`` by default)."""
+    from ..families import family_class, family_name
     from ..models.emo_models import EMOModels  # models import diffusers blocks: load lazily
 
+    factory = getattr(family_class(family_name(configs)), "models_class", None)
+    return factory() if factory is not None else EMOModels
+
+
+def _meta_models(configs: dict, what: str):
+    models_class = _models_class(configs)
     holder = []
 
     def build():
-        holder.append(EMOModels.from_configs(configs))
+        holder.append(models_class.from_configs(configs))
         return holder[-1]
 
     meta_element_count(build, what, INIT_HINT, kind="EMO model")
@@ -151,14 +160,14 @@ def _meta_models(configs: dict, what: str):
 
 
 def _build(configs: dict, path: Path):
-    from ..models.emo_models import EMOModels  # models import diffusers blocks: load lazily
+    models_class = _models_class(configs)
 
     try:
         # Random init skipped: the strict load below assigns every persistent tensor, and untouched
         # torch.empty pages cost no real memory. (Not the meta device: non-persistent buffers,
         # e.g. speed bucket centres, are computed in __init__ and are not in the file.)
         with no_init_weights():
-            return EMOModels.from_configs(configs)
+            return models_class.from_configs(configs)
     except (TypeError, ValueError, KeyError, RuntimeError, ZeroDivisionError) as error:
         raise CheckpointError(
             f"EMO checkpoint {str(path)!r}: emo_config does not describe a valid EMO model "

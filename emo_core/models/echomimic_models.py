@@ -16,7 +16,6 @@ from torch import nn
 from .echomimic import EchoBackbone, EchoReferenceNet
 from .face_locator import FaceLocator
 
-FAMILY = "echomimic"
 COMPONENTS = ("reference_net", "backbone", "face_locator", "whisper", "vae")
 
 
@@ -26,8 +25,6 @@ def _plain_config(model) -> dict:
 
 class EchoMimicModels(nn.Module):
     """``reference_net, backbone, face_locator, whisper, vae`` + ``whisper_config`` + ``sampling``."""
-
-    family = FAMILY
 
     def __init__(self, reference_net: EchoReferenceNet, backbone: EchoBackbone,
                  face_locator: FaceLocator, whisper: nn.Module, vae: AutoencoderKL,
@@ -63,7 +60,6 @@ class EchoMimicModels(nn.Module):
     def component_configs(self) -> dict:
         """JSON-ready config that rebuilds this container (``from_configs``)."""
         return {
-            "family": FAMILY,
             "reference_net": _plain_config(self.reference_net),
             "backbone": _plain_config(self.backbone),
             "face_locator": _plain_config(self.face_locator),
@@ -78,9 +74,8 @@ class EchoMimicModels(nn.Module):
         from ..io.whisper import build_encoder
 
         missing = [name for name in (*COMPONENTS, "sampling") if not configs.get(name)]
-        if configs.get("family") != FAMILY or missing:
-            raise ValueError(f"not an EchoMimic config: family {configs.get('family')!r}, "
-                             f"missing {missing}")
+        if missing:
+            raise ValueError(f"EchoMimic config lacks {missing}; expected {list(COMPONENTS)}")
         return cls(
             reference_net=EchoReferenceNet.from_config(configs["reference_net"]),
             backbone=EchoBackbone.from_config(configs["backbone"]),

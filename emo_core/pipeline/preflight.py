@@ -205,7 +205,6 @@ def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None
         check_weight_source(path, option)
     if getattr(request, "separate_vocals", None) is not None:
         check_separator_model(request.separate_vocals)
-    check_wav2vec_header(request.wav2vec)
     check_family_request(request, check_checkpoint_header(request.checkpoint))
 
 
@@ -217,5 +216,10 @@ def check_family_request(request, file: str | os.PathLike):
     from ..io.emo_checkpoint import read_emo_configs
 
     family = family_of(configs=read_emo_configs(Path(file)))
+    if family.audio_model is not None:
+        if request.wav2vec is None:
+            raise EMOInputError(f"--wav2vec is required for {family.title} checkpoints (a "
+                                "Hugging Face wav2vec2 folder, e.g. facebook/wav2vec2-base-960h)")
+        check_wav2vec_header(request.wav2vec)
     family.check_request(request)
     return family.resolve_settings(request.settings)

@@ -115,20 +115,31 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
         parse_keyframes(request.speed_keyframes)
     check_image_file(request.image)
     check_audio_file(request.audio)
-    check_wav2vec_folder(request.wav2vec)
     configs = check_emo_checkpoint(request.checkpoint)
     family = family_of(configs=configs)  # the checkpoint's family, before any model loads
+    if family.audio_model is not None:
+        if request.wav2vec is None:
+            raise EMOInputError(f"--wav2vec is required for {family.title} checkpoints")
+        check_wav2vec_folder(request.wav2vec)
     settings = family.resolve_settings(settings)
     prepared = family.prepare_portrait(request, settings)
 
     waveform, sample_rate = load_audio_file(request.audio)
     check_not_silent(waveform, request.audio, request.allow_silence)
-    wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
+    models = wav2vec = None
+    if family.audio_model is None:  # the audio encoder is inside the checkpoint
+        models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype,
+                                     checked=configs)
+        family = family_of(models)
+    else:
+        wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
     audio = family.audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
                                   settings.fps, device=device, cancel=cancel)
     del wav2vec  # not needed while sampling; frees its memory
 
-    models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype, checked=configs)
+    if models is None:
+        models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype,
+                                     checked=configs)
     family = family_of(models)  # bound to the loaded models: asked from here on
     speed_given = any(v is not None for v in (request.speed, request.speed_keyframes,
                                               request.speed_video))
