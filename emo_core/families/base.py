@@ -80,13 +80,16 @@ class VideoInputs:
     ``reference``: ``EncodedReference`` (``latents (1, 4, S/8, S/8)`` model space, ``image (S, S,
     3)`` uint8); ``audio``: ``AudioFeatures`` from THIS family's :meth:`audio_features`;
     ``face_mask``: ``(S, S)`` or ``(F, S, S)`` float or None (families that do not read it);
-    ``speed``: ``(F,)`` deg/frame or None; ``conditions``: :meth:`reference_conditions`' value."""
+    ``speed``: ``(F,)`` deg/frame or None; ``conditions``: :meth:`reference_conditions`' value;
+    ``generator``: the run's CPU generator, the one :meth:`initial_noise` draws from (Hallo2 draws
+    each clip's motion mask from it in its chaining hooks, before that clip's noise)."""
 
     reference: Any
     audio: Any
     face_mask: torch.Tensor | None
     speed: torch.Tensor | None
     conditions: Any = None
+    generator: torch.Generator | None = None
 
     @property
     def num_frames(self) -> int:
@@ -134,8 +137,9 @@ class ModelFamily(ABC):
     def __init__(self, models=None, configs: Mapping | None = None):
         self.models = models
         if configs is None and models is not None:
+            backbone = getattr(models, "backbone", None)
             configs = {"sampling": dict(getattr(models, "sampling", {}) or {}),
-                       "backbone": dict(models.backbone.config)}
+                       "backbone": dict(backbone.config) if backbone is not None else {}}
         self.configs: Mapping = configs or {}
 
     # ------------------------------------------------------------------ model construction

@@ -89,12 +89,14 @@ class EMOPipeline:
         family = self.family
         settings = family.resolve_settings(settings.validate())
         self._set_compile(settings.compile)
-        inputs = self._check_inputs(VideoInputs(reference, audio, face_mask, speed, conditions),
-                                    settings)
+        # One generator per run: the noise, and whatever a family's hooks draw (Hallo2's motion
+        # masks), in the order the loop asks for them.
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        inputs = self._check_inputs(VideoInputs(reference, audio, face_mask, speed, conditions,
+                                                generator), settings)
         spans = family.clip_spans(inputs.num_frames, settings)
         per_clip = settings.steps + family.prepare_progress_units
         total = per_clip * len(spans)
-        generator = torch.Generator("cpu").manual_seed(settings.seed)
         logger.info("%s: %d frames in %d clips of %d (+%d motion frames), %d steps each",
                     family.title, inputs.num_frames, len(spans), settings.frames_per_clip,
                     settings.motion_frames, settings.steps)
