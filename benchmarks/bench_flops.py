@@ -20,11 +20,21 @@ motion frames) for every guidance mode:
 
 The speed encoder checks its bucket values (a data-dependent ``item()``), so on meta it runs as a
 CPU copy of the same config on the same shapes. Per-clip work is amortised over
-``frames_per_clip x steps``; the reference's one VAE encode per video is left out (it vanishes
-per frame). Prints one JSON object per guidance scheme of ``benchmarks/guidance_schemes.py``
-(``default``: true on the CLI defaults' scheme):
+``frames_per_clip x steps``; the reference's one VAE encode per video is left out of these
+steady-state lines (it vanishes per frame). Prints one JSON object per guidance scheme of
+``benchmarks/guidance_schemes.py`` (``default``: true on the CLI defaults' scheme).
 
-    python benchmarks/bench_flops.py [--size 512] [--steps 40] [--no-echomimic]
+Then one whole-video line per ``--video-seconds`` length (default 3, 10, 60; issue 22) at the
+defaults: ``gflops_per_kept_frame_step`` = everything the video runs / (kept frames x steps):
+the family's audio front-end on that much audio (a random full-size wav2vec2-base, run on CPU with
+attention as matmuls: it copies its features to CPU as it goes, so it cannot run on meta), the
+reference's VAE encode, and every clip as the clip loop runs it (the family's ``clip_spans``,
+``first_motion`` / ``next_motion``, ``clip_inputs``, each step's ``predict``, the VAE decode of the
+kept frames), next to the steady-state figure (``vs_steady_state``: relative difference).
+``tests/test_bench_flops.py`` checks this loop against a FLOP count of the real
+``generate_frames``. MediaPipe face detection and mp4 encoding are not torch and not counted.
+
+    python benchmarks/bench_flops.py [--size 512] [--steps 40] [--video-seconds 3 10 60] [--no-echomimic]
 
 Then the EchoMimic normal and acc rows (``benchmarks/echomimic_flops.py``): total GFLOP per
 generated frame over all of each variant's default steps (``"family": "echomimic"``).
@@ -185,20 +195,146 @@ def lines(size: int = 512, steps: int = 40, preset: str = "sd15", device: str = 
                "split": {name: round(value, 4) for name, value in result["split"].items()}}
 
 
+# ---------------------------------------------------------------------- whole videos
+# Video lengths of the whole-video rows (seconds of audio at the defaults' 25 fps).
+VIDEO_SECONDS = (3.0, 10.0, 60.0)
+AUDIO_RATE = 16000
+
+
+def random_wav2vec(preset: str = "sd15"):
+    """A random ``Wav2Vec2Model`` of the preset's size (sd15: wav2vec2-base) on CPU: the audio
+    front-end cannot run on meta (it copies its features to CPU as it goes)."""
+    from transformers import Wav2Vec2Model
+
+    from emo_core.models.presets import wav2vec2_config
+
+    return Wav2Vec2Model(wav2vec2_config(preset)).eval().requires_grad_(False)
+
+
+def _once_per_video(pipe, wav2vec, seconds: float, settings) -> tuple[dict, object, object]:
+    """GFLOP of what a video runs once: the family's audio front-end on ``seconds`` of 16 kHz
+    audio (CPU, attention as its matmuls) and the reference's VAE encode. -> (GFLOP by part,
+    AudioFeatures, EncodedReference)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from emo_core.pipeline.reference import encode_reference
+
+    waveform = 0.1 * torch.randn(round(seconds * AUDIO_RATE),
+                                 generator=torch.Generator().manual_seed(0))
+    found: dict = {}
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        audio_front_end, _ = count(lambda: found.update(audio=pipe.family.audio_features(
+            wav2vec, waveform, AUDIO_RATE, settings.fps)))
+        image = np.zeros((settings.size, settings.size, 3), np.uint8)
+        reference_encode, _ = count(lambda: found.update(
+            reference=encode_reference(pipe.models, image)))
+    return ({"audio_front_end": audio_front_end, "reference_encode": reference_encode},
+            found["audio"], found["reference"])
+
+
+def _clip_parts(pipe, state, span, motion, settings, cache: dict) -> dict:
+    """GFLOP of one clip as the pipeline runs it (``clip_inputs``, every step's ``predict`` over
+    that step's guidance rows, the VAE decode of the kept frames); counts are cached by what
+    they depend on (clip length, first clip or not, rows), values do not matter."""
+    family, side = pipe.family, settings.size // 8
+    guidance = family.guidance(settings, settings.steps)
+    layout = (span.length, motion is None)
+    if ("clip", layout) not in cache:
+        found: dict = {}
+        reference_net, _ = count(lambda: found.update(
+            features=family.reference_features(state, motion)))
+        conditions, _ = count(lambda: found.update(conditions=family.clip_conditions(state, span)))
+        cache["clip", layout] = reference_net, conditions, EMOClip(found["features"],
+                                                                   *found["conditions"])
+    reference_net, conditions, clip = cache["clip", layout]
+    backbone = 0.0
+    for step in range(settings.steps):
+        rows = guidance.rows(step)
+        key = ("step", layout, _rows_key(rows))
+        if key not in cache:
+            latents = torch.ones(1, span.length, 4, side, side, device=pipe.device)
+            cache[key] = _count_step(pipe, latents, clip, rows, settings)
+        backbone += cache[key]
+    if ("decode", span.keep) not in cache:
+        latents = torch.ones(span.keep, 4, side, side, device=pipe.device)
+        vae = pipe.models.vae
+        cache["decode", span.keep], _ = count(lambda: [
+            vae.decode(latents[i:i + settings.decode_batch])
+            for i in range(0, span.keep, settings.decode_batch)])
+    return {"reference_net": reference_net, "conditions": conditions, "backbone": backbone,
+            "vae_decode": cache["decode", span.keep]}
+
+
+def measure_video(pipe, wav2vec, seconds: float, size: int = 512, steps: int = 40,
+                  cache: dict | None = None) -> dict:
+    """GFLOP of a whole ``seconds`` video at the CLI defaults, clip by clip as
+    ``EMOPipeline.generate_frames`` runs it (the family's ``clip_spans``, ``first_motion``,
+    ``clip_inputs``, ``guidance``, ``predict``; the last clip as long as the frames it keeps),
+    plus the once-per-video parts. -> ``{"frames", "clips", "last_clip_frames", "parts":
+    {part: GFLOP}}``."""
+    cache = {} if cache is None else cache
+    family = pipe.family
+    settings = family.resolve_settings(GenerationSettings(size=size, steps=steps))
+    parts, audio, reference = _once_per_video(pipe, wav2vec, seconds, settings)
+    speed = torch.full((audio.num_frames,), 2.0)
+    video = family.check_inputs(VideoInputs(reference, audio, torch.ones(size, size), speed),
+                                settings)
+    state = family.start_video(video, settings)
+    motion = family.first_motion(state, settings)
+    spans = family.clip_spans(audio.num_frames, settings)
+    side = size // 8
+    with torch.no_grad():
+        for span in spans:
+            for name, value in _clip_parts(pipe, state, span, motion, settings, cache).items():
+                parts[name] = parts.get(name, 0.0) + value
+            # The next clip's motion from latents unlike each other (as in a real video).
+            latents = torch.arange(1.0, 1.0 + span.length, device=pipe.device).view(
+                1, span.length, 1, 1, 1).expand(1, span.length, 4, side, side)
+            motion = family.next_motion(state, latents, settings)
+    return {"frames": audio.num_frames, "clips": len(spans), "last_clip_frames": spans[-1].length,
+            "parts": parts}
+
+
+def video_lines(size: int = 512, steps: int = 40, preset: str = "sd15", device: str = "meta",
+                seconds=VIDEO_SECONDS):
+    """One record per video length: GFLOP per kept frame per step of the whole video (every
+    clip, the once-per-video parts), next to the steady-state figure of the defaults (a clip
+    after the first, :func:`measure`)."""
+    pipe, wav2vec, cache = build_pipeline(preset, device), random_wav2vec(preset), {}
+    steady = measure(pipe, {}, size, steps)["total"]
+    for length in seconds:
+        video = measure_video(pipe, wav2vec, length, size, steps, cache)
+        per = video["frames"] * steps
+        split = {name: value / per for name, value in video["parts"].items()}
+        total = sum(split.values())
+        yield {"video_seconds": length, "size": size, "steps": steps, "fps": 25.0,
+               "frames": video["frames"], "clips": video["clips"],
+               "last_clip_frames": video["last_clip_frames"],
+               "gflops_per_kept_frame_step": round(total, 4),
+               "steady_state_gflops_per_frame_step": round(steady, 4),
+               "vs_steady_state": round(total / steady - 1, 5),
+               "split": {name: round(value, 4) for name, value in split.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="frame side in px (multiple of 64)")
     parser.add_argument("--steps", type=int, default=40, help="denoising steps per clip")
+    parser.add_argument("--video-seconds", type=float, nargs="*", default=list(VIDEO_SECONDS),
+                        help="lengths of the whole-video rows (none: steady-state rows only)")
     parser.add_argument("--no-echomimic", action="store_true",
                         help="skip the EchoMimic normal / acc rows (total GFLOP per frame)")
     args = parser.parse_args(argv)
     for record in lines(args.size, args.steps):
-        print(json.dumps(record))
+        print(json.dumps(record), flush=True)
+    if args.video_seconds:
+        for record in video_lines(args.size, args.steps, seconds=args.video_seconds):
+            print(json.dumps(record), flush=True)
     if not args.no_echomimic:
         from benchmarks.echomimic_flops import lines as echomimic_lines
 
         for record in echomimic_lines(args.size):
-            print(json.dumps(record))
+            print(json.dumps(record), flush=True)
     return 0
 
 

@@ -1,7 +1,10 @@
 """benchmarks/bench_flops.py: the meta-device count equals what a real CPU run of the same code
 counts (tiny preset), the split adds up, per-clip parts are amortised over the steps, and the SD1.5
 lines mark the CLI default (separate guidance, every 3rd step) at <= 2,400 GFLOP per frame-step, and
-a guidance schedule costs the steps' mean of its full and conditional-only Backbone passes."""
+a guidance schedule costs the steps' mean of its full and conditional-only Backbone passes.
+Whole-video rows: the clip loop the bench counts is the pipeline's (a real tiny run counts the
+same FLOPs), and a 3 s SD1.5 video costs within 2 % of the steady-state figure per kept
+frame-step (issue 22: the last clip generates only the frames it keeps)."""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def test_per_clip_parts_are_amortised_over_the_steps(tiny_meta):
 
 
 def test_sd15_lines(capsys):
-    assert bench.main(["--no-echomimic"]) == 0
+    assert bench.main(["--video-seconds", "--no-echomimic"]) == 0  # steady-state rows only
     lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
     assert [line["scheme"] for line in lines] == list(SCHEMES)
     by_scheme = {line["scheme"]: line for line in lines}
@@ -76,3 +79,47 @@ def test_sd15_lines(capsys):
     assert default[0]["rows_per_step"] == pytest.approx((14 * 3 + 26) / 40)
     assert default[0]["split"]["backbone"] == pytest.approx(
         (14 * separate["split"]["backbone"] + 26 * one_row) / 40, abs=1e-3)
+
+
+def test_video_rows_count_what_the_real_pipeline_runs():
+    """A 2.2 s video (55 frames: 4 clips of 12 + 7) at the tiny preset: the bench's per-clip
+    parts add up to what a FLOP counter sees around the real ``generate_frames`` (every clip,
+    every step, the VAE decode), on meta and on CPU alike."""
+    import torch
+
+    from benchmarks.flops_common import count
+    from emo_core.pipeline.settings import GenerationSettings
+
+    pipe, wav2vec = bench.build_pipeline("tiny", "cpu"), bench.random_wav2vec("tiny")
+    with sdpa_kernel(SDPBackend.MATH):
+        video = bench.measure_video(pipe, wav2vec, 2.2, size=64, steps=4)
+        settings = pipe.family.resolve_settings(GenerationSettings(size=64, steps=4))
+        _, audio, reference = bench._once_per_video(pipe, wav2vec, 2.2, settings)
+        speed = torch.full((audio.num_frames,), 2.0)
+        real, _ = count(lambda: list(pipe.generate_frames(reference, audio, torch.ones(64, 64),
+                                                          speed, settings)))
+    assert (video["frames"], video["clips"], video["last_clip_frames"]) == (55, 5, 7)
+    parts = video["parts"]
+    sampled = sum(parts[name] for name in ("reference_net", "conditions", "backbone",
+                                           "vae_decode"))
+    assert sampled == pytest.approx(real, rel=1e-9)  # FLOP counts are whole numbers
+    assert parts["audio_front_end"] > 0 and parts["reference_encode"] > 0
+    meta = bench.measure_video(bench.build_pipeline("tiny", "meta"), wav2vec, 2.2, size=64,
+                               steps=4)
+    assert meta["parts"] == pytest.approx(parts, rel=1e-9)
+
+
+def test_sd15_video_rows_3s_within_2_percent_of_the_steady_state(capsys):
+    assert bench.main(["--video-seconds", "3", "--no-echomimic"]) == 0
+    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    (video,) = [line for line in lines if "video_seconds" in line]
+    (default,) = [line for line in lines if line.get("default")]
+    assert (video["frames"], video["clips"], video["last_clip_frames"]) == (75, 7, 3)
+    assert video["steady_state_gflops_per_frame_step"] == pytest.approx(
+        default["gflops_per_frame_step"], abs=1e-4)
+    assert abs(video["vs_steady_state"]) <= 0.02
+    assert set(video["split"]) == {"audio_front_end", "reference_encode", "reference_net",
+                                   "conditions", "backbone", "vae_decode"}
+    assert all(value > 0 for value in video["split"].values())
+    assert sum(video["split"].values()) == pytest.approx(video["gflops_per_kept_frame_step"],
+                                                         abs=6e-4)

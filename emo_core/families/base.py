@@ -18,7 +18,8 @@ audio front-end       ``F.audio_features(...)`` -> :class:`~emo_core.audio.featu
 reference conditions  ``F.reference_conditions(...)``: per-video extras of the portrait (Hallo:
                       face embedding + region masks; EMO: None)
 one video             ``F.start_video(...)`` -> a family-private state (per-video encodings)
-clip layout           ``F.clip_spans(total_frames, settings)`` (EchoMimic: one span, the video)
+clip layout           ``F.clip_spans(total_frames, settings)`` (EchoMimic: one span, the video;
+                      the last clip denoises only the frames it keeps unless the family says)
 one clip              ``F.clip_inputs(state, span, motion)`` -> family-private clip inputs
 noise                 ``F.initial_noise(generator, shape)``
 scheduler             ``F.make_scheduler(settings)``
@@ -265,7 +266,10 @@ class ModelFamily(ABC):
         """Per-video state: encodings that are the same for every clip (once per video)."""
 
     def clip_spans(self, total_frames: int, settings) -> list:
-        """The clips (``pipeline.clips.ClipSpan``) the video is generated in."""
+        """The clips (``pipeline.clips.ClipSpan``) the video is generated in. Each span's
+        ``length`` is what the clip denoises and ``keep`` what the video keeps: the rule is the
+        family's (default: the last clip generates only the frames it keeps; a family whose
+        reference numbers need a padded last clip says so here, never in the clip loop)."""
         from ..pipeline.clips import clip_spans
 
         return clip_spans(total_frames, settings.frames_per_clip)
@@ -277,7 +281,11 @@ class ModelFamily(ABC):
         motion of the previous clip (:meth:`first_motion` for the first)."""
 
     def initial_noise(self, generator: torch.Generator, shape: tuple) -> torch.Tensor:
-        """``shape = (1, f, 4, h, w)`` float32 CPU noise from ``generator``."""
+        """``shape = (1, f, 4, h, w)`` float32 CPU noise from ``generator``. Frame-major: a
+        shorter last clip's draw equals the first frames of a whole clip's (torch's CPU
+        generator fills a tensor in order), so its kept frames start from the noise a padded
+        clip would give them; a family whose noise layout is not frame-major draws a whole clip
+        and slices (Hallo)."""
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
     @abstractmethod

@@ -65,6 +65,9 @@ class HalloSampling:
     latent_scale: float = 0.18215
     bank_dtype: torch.dtype | None = torch.float16
     motion_mode: str | None = None  # None: the checkpoint's ("train" for converted Hallo)
+    # Hallo's released loop pads the last clip to a whole clip and drops the extra frames; True
+    # reproduces that bit for bit (the golden tests), False generates the kept frames only.
+    pad_last_clip: bool = False
 
     @classmethod
     def from_models(cls, models, **overrides) -> HalloSampling:
@@ -255,9 +258,11 @@ class HalloFamily(ModelFamily):
                                 "this Hallo checkpoint's models (face embedding + masks)")
         clips = -(-inputs.num_frames // settings.frames_per_clip)
         padded = clips * settings.frames_per_clip
-        if inputs.audio.windows.shape[0] < padded:
+        last = self.clip_spans(inputs.num_frames, settings)[-1]
+        needed = last.start + last.length
+        if inputs.audio.windows.shape[0] < needed:
             raise EMOInputError(
-                f"audio windows cover {inputs.audio.windows.shape[0]} frames, need {padded} for "
+                f"audio windows cover {inputs.audio.windows.shape[0]} frames, need {needed} for "
                 f"{inputs.num_frames} frames in clips of {settings.frames_per_clip}; compute "
                 f"them with this checkpoint's audio front-end")
         device, dtype = self.placement
@@ -273,6 +278,14 @@ class HalloFamily(ModelFamily):
             return None
         speed = torch.cat([speed, speed[-1:].expand(padded - speed.shape[0])])
         return self.models.speed_encoder(speed[None].to(device)).to(dtype)
+
+    def clip_spans(self, total_frames: int, settings) -> list:
+        """The kept frames only, or Hallo's padded last clip (``HalloSampling.pad_last_clip``,
+        bit-exact with Hallo's released loop; docs/ARCHITECTURE.md "Last clip")."""
+        from ..pipeline.clips import clip_spans
+
+        return clip_spans(total_frames, settings.frames_per_clip,
+                          pad_last=self.hallo_sampling(settings).pad_last_clip)
 
     def first_motion(self, state: _HalloVideo, settings):
         latents = state.inputs.reference.latents.to(*self.placement)
@@ -299,10 +312,14 @@ class HalloFamily(ModelFamily):
                            speed_tokens=speed, face=state.face)
 
     def initial_noise(self, generator, shape):
-        """Hallo draws ``(b, c, f, h, w)`` noise; the Backbone takes ``(b, f, c, h, w)``."""
+        """Hallo draws ``(b, c, f, h, w)`` noise for a whole clip; the Backbone takes ``(b, f, c,
+        h, w)``. A shorter last clip takes the first frames of a whole clip's draw, so each kept
+        frame starts from the noise Hallo's padded loop gives it (in this layout a smaller draw
+        would give every frame other numbers)."""
         batch, frames, channels, height, width = shape
-        return torch.randn((batch, channels, frames, height, width),
-                           generator=generator).permute(0, 2, 1, 3, 4)
+        whole = max(frames, int(self.sampling_defaults()["frames_per_clip"]))
+        noise = torch.randn((batch, channels, whole, height, width), generator=generator)
+        return noise[:, :, :frames].permute(0, 2, 1, 3, 4)
 
     def make_scheduler(self, settings):
         from diffusers import DDIMScheduler

@@ -126,9 +126,20 @@ def clip_inputs(models, conditions, audio_tokens: torch.Tensor,
         contexts=contexts,
         face=torch.cat([torch.zeros_like(face), face]),
         audio=torch.cat([torch.zeros_like(audio_tokens), audio_tokens]),
-        masks=conditions.masks,
+        masks=clip_masks(conditions.masks, audio_tokens.shape[1]),
         speed=None if speed_tokens is None else torch.cat([speed_tokens, speed_tokens]),
     )
+
+
+def clip_masks(masks: tuple, frames: int) -> tuple:
+    """Region masks for a clip of ``frames`` frames: per-frame masks ``(f, hw)`` of a whole
+    clip keep their first ``frames`` rows on a shorter last clip; ``(hw,)`` masks and masks of
+    the clip's length are passed through unchanged."""
+    def cut(mask):
+        mask = torch.as_tensor(mask)
+        return mask[:frames] if mask.ndim == 2 and mask.shape[0] > frames else mask
+
+    return tuple([cut(mask) for mask in regional] for regional in masks)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ one pipeline run with the Hallo family (``emo_core/families/hallo.py``), no loop
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -34,13 +35,17 @@ def generate_hallo_clips(models, reference_pixels: torch.Tensor, audio_windows: 
                          cancel: Callable | None = None, on_step: Callable | None = None,
                          speed: torch.Tensor | None = None) -> Iterator[HalloClip]:
     """``reference_pixels: (1, 3, H, W)`` in [-1, 1]; ``audio_windows: (F', 5, L, C)`` (Hallo's
-    front-end, padded to whole clips) -> one clip at a time, through ``EMOPipeline``."""
+    front-end, padded to whole clips) -> one clip at a time, through ``EMOPipeline``.
+
+    Hallo's released loop, its padded last clip included (``sampling.pad_last_clip`` is set:
+    the golden tests compare every clip's latents with Hallo's); ``latents`` of the last clip
+    are then ``clip_frames`` long. Generation proper (CLI, nodes) runs the kept frames only."""
     from ..audio.features import AudioFeatures
     from .pipeline import EMOPipeline
     from .reference import EncodedReference
     from .settings import GenerationSettings
 
-    family = HalloFamily(models, sampling=sampling)
+    family = HalloFamily(models, sampling=dataclasses.replace(sampling, pad_last_clip=True))
     family.configs = {**family.configs, "sampling": {
         **family.sampling, "clip_frames": clip_frames, "motion_frames": motion_frames}}
     latents = encode_pixels(models.vae, reference_pixels, family.latent_format)

@@ -112,7 +112,8 @@ class EMOPipeline:
             latents = self._denoise(span, clip, settings, generator, progress, cancel,
                                     (done, total), preview, on_step)
             yield latents[0, :span.keep]
-            motion = family.next_motion(state, latents, settings)
+            if span.index + 1 < len(spans):  # after the last clip, nothing is chained
+                motion = family.next_motion(state, latents, settings)
 
     def _set_compile(self, enabled: bool) -> None:
         """``torch.compile`` both networks' UNet calls; compiled graphs stay cached on the
