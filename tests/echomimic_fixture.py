@@ -1,20 +1,19 @@
-"""Where the EchoMimic golden fixture lives: ``$EMO_ECHOMIMIC_FIXTURE``, else
-``<repo>/../shared/fixtures/echomimic_tiny`` (its README describes every tensor). One function so
-a later move of the default copy changes one line."""
+"""Where the EchoMimic golden fixture lives: ``$EMO_ECHOMIMIC_FIXTURE``, else the in-repo copy
+``tests/fixtures/echomimic_tiny`` (``tests/fixture_sets.py``; its README describes every tensor)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "echomimic_tiny"
-
 
 def echomimic_fixture() -> Path:
-    """The fixture folder (it may be absent: see ``skip_without_fixture``)."""
-    return Path(os.environ.get("EMO_ECHOMIMIC_FIXTURE") or DEFAULT)
+    """The fixture folder (``$EMO_ECHOMIMIC_FIXTURE`` may name an absent one: see
+    ``skip_without_fixture``)."""
+    from tests.fixture_sets import fixture_set
+
+    return fixture_set("echomimic_tiny")
 
 
 def pretrained_weights() -> Path:

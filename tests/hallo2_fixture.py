@@ -1,8 +1,7 @@
 """Where the Hallo2 golden fixture set lives: the one place tests resolve it.
 
 ``$EMO_HALLO2_FIXTURE`` names any folder of the ``hallo2_tiny`` layout (see its README); without
-it the first existing default is used: ``../shared/fixtures/hallo2_tiny``, then a copy under
-``tests/fixtures/hallo2_tiny``.
+it the in-repo copy ``tests/fixtures/hallo2_tiny`` (``tests/fixture_sets.py``).
 """
 
 from __future__ import annotations
@@ -11,8 +10,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = (REPO_ROOT.parent / "shared/fixtures/hallo2_tiny",
-            REPO_ROOT / "tests/fixtures/hallo2_tiny")
+DEFAULTS = (REPO_ROOT / "tests/fixtures/hallo2_tiny",)
 
 
 def hallo2_fixture() -> Path:

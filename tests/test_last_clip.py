@@ -13,8 +13,6 @@ clip").
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +20,9 @@ import torch
 from PIL import Image
 
 from emo_core.pipeline.clips import clip_spans
+from tests.fixture_sets import fixture_set
 
-HALLO_FIXTURE = Path(os.environ.get("EMO_HALLO_FIXTURE")
-                     or Path(__file__).resolve().parents[1].parent / "shared/fixtures/hallo_tiny")
+HALLO_FIXTURE = fixture_set("hallo_tiny")
 
 
 @pytest.fixture(scope="module", autouse=True)
