@@ -37,7 +37,9 @@ def quick_generate_checks(args) -> None:
     check_image_file(args.image)
     check_input_file(args.audio, "--audio")
     check_mediapipe_folder(args.mediapipe)
-    if not args.wav2vec.is_dir():
+    # --wav2vec is optional (EchoMimic's whisper travels in its checkpoint); whether the
+    # checkpoint's family needs it is the full preflight's check (it reads the family).
+    if args.wav2vec is not None and not args.wav2vec.is_dir():
         raise CheckpointError(f"wav2vec2 folder {args.wav2vec} does not exist; pass a Hugging "
                               "Face wav2vec2 folder (e.g. facebook/wav2vec2-base-960h)")
     check_checkpoint_header(args.checkpoint)
