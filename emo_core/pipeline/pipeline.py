@@ -97,7 +97,7 @@ class EMOPipeline:
         spans = family.clip_spans(inputs.num_frames, settings)
         per_clip = settings.steps + family.prepare_progress_units
         total = per_clip * len(spans)
-        logger.info("%s: %d frames in %d clips of %d (+%d motion frames), %d steps each",
+        logger.info("%s: generating %d frames in %d clips of %d (+%d motion frames), %d steps each",
                     family.title, inputs.num_frames, len(spans), settings.frames_per_clip,
                     settings.motion_frames, settings.steps)
         _report(progress, 0, total)
