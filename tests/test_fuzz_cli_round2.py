@@ -529,7 +529,9 @@ def fuzz2(tmp_path_factory, demo_weights):
 
 def test_every_command_has_round2_cases_and_none_fails(fuzz2):
     commands = set(fuzz2["summary"]["commands"])
-    assert set(COMMANDS) <= commands, set(COMMANDS) - commands
+    # convert-echomimic's hostile cases (output inside its input folder included) live in its
+    # own module, tests/test_fuzz_convert_echomimic.py (test_entry_points_fuzzed checks it).
+    assert set(COMMANDS) - {"convert-echomimic"} <= commands, set(COMMANDS) - commands
     assert fuzz2["summary"]["cases"] >= 90
     bad = {k: v for k, v in fuzz2["classes"].items() if v[0] != fuzz2["cases"][k]["expect"]}
     assert not bad, bad
