@@ -191,7 +191,7 @@ def test_core_vae_decodes_the_latent_in_frames_to_video(comfy):
     _, chunks = ftv.frame_source(None, latent, load_models(comfy), None, 2, FPS)
     own = np.concatenate(list(chunks))
     assert own.shape == frames.shape and np.abs(own.astype(int) - frames).mean() > 10
-    with pytest.raises(EMOInputError, match="generated at 4 fps"):
+    with pytest.raises(EMOInputError, match="at 4 fps; set fps to 4"):
         ftv.frame_source(None, latent, None, comfy.core_vae, 2, 25.0)
 
 
