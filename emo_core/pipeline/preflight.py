@@ -180,21 +180,28 @@ def check_device(device: str, dtype: str = "auto") -> None:
         raise EMOInputError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
 
 
-def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None:
-    """Every check for a :class:`~emo_core.pipeline.run.GenerateRequest` (and the style files
-    ``[(option name, path), ...]`` to apply), in the order a user fixes them: cheap first."""
+def check_options(settings, options) -> None:
+    """The checks that need only option values, first of every preflight. ``options`` is a
+    :class:`~emo_core.pipeline.run.GenerateRequest` or ``generate``'s parsed arguments (same
+    attribute names); ``settings`` their :class:`GenerationSettings`. Light: no torch."""
     from ..face.mask_expand import check_mask_expand
     from ..speed import constant_speed, parse_keyframes
 
-    request.settings.validate()
-    check_device(request.device, request.dtype)
-    if request.face_index < 0:
-        raise EMOInputError(f"--face-index must be >= 0, got {request.face_index}")
-    check_mask_expand(request.mask_expand, "--mask-expand")
-    if request.speed_keyframes is not None:
-        parse_keyframes(request.speed_keyframes)
-    elif request.speed is not None:
-        constant_speed(request.speed, 1)
+    settings.validate()
+    check_device(options.device, options.dtype)
+    if options.face_index < 0:
+        raise EMOInputError(f"--face-index must be >= 0, got {options.face_index}")
+    check_mask_expand(options.mask_expand, "--mask-expand")
+    if options.speed_keyframes is not None:
+        parse_keyframes(options.speed_keyframes)
+    elif options.speed is not None:
+        constant_speed(options.speed, 1)
+
+
+def preflight_request(request, style_files: list[tuple[str, Path]] = ()) -> None:
+    """Every check for a :class:`~emo_core.pipeline.run.GenerateRequest` (and the style files
+    ``[(option name, path), ...]`` to apply), in the order a user fixes them: cheap first."""
+    check_options(request.settings, request)
     check_output_file(request.out)
     check_image_file(request.image)
     check_media_file(request.audio, "--audio", "audio")
