@@ -275,22 +275,31 @@ class EMOBackbone(CompilableUNet, SubmodulesFirst, ModelMixin, ConfigMixin):
 def install_emo_sites(backbone: EMOBackbone, by_block: dict[str, list[Site]]) -> int:
     """EMO layout: a temporal module at every site, EMO audio attention at spatial sites."""
     cfg = backbone.config
+    return install_temporal_sites(
+        backbone, by_block, cfg.speed_token_dim or None,
+        audio_layer=lambda s: AudioAttention(s.channels, cfg.audio_token_dim, heads(s.carrier)))
+
+
+def install_temporal_sites(backbone: EMOBackbone, by_block: dict[str, list[Site]],
+                           speed_token_dim: int | None, audio_layer=None) -> int:
+    """A temporal module after every site (with speed attention when ``speed_token_dim``) and,
+    when ``audio_layer(site) -> nn.Module`` is given, an audio layer at every spatial site.
+    Sets ``block.motion_modules`` / ``block.audio_modules`` (the state-dict names). Returns the
+    number of sites."""
+    cfg = backbone.config
     groups = backbone.unet.config.norm_num_groups
     index = 0
     for block_sites in by_block.values():
         block = block_sites[0].block
         block.motion_modules = nn.ModuleList(
             TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                           cfg.speed_token_dim or None, groups)
+                           speed_token_dim, groups)
             for s in block_sites
         )
-        if block_sites[0].spatial:
-            block.audio_modules = nn.ModuleList(
-                AudioAttention(s.channels, cfg.audio_token_dim, heads(s.carrier))
-                for s in block_sites
-            )
+        if audio_layer is not None and block_sites[0].spatial:
+            block.audio_modules = nn.ModuleList(audio_layer(s) for s in block_sites)
         for j, site in enumerate(block_sites):
-            audio = block.audio_modules[j] if site.spatial else None
+            audio = block.audio_modules[j] if audio_layer is not None and site.spatial else None
             install_site(site, _SiteRunner(index, block.motion_modules[j], audio))
             index += 1
     return index

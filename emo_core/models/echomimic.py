@@ -22,11 +22,10 @@ from diffusers.models.attention import BasicTransformerBlock
 from einops import rearrange
 from torch import nn
 
-from .backbone import EMOBackbone, _SiteRunner
+from .backbone import EMOBackbone, install_temporal_sites
 from .reference_attention import ContextAttention
 from .reference_net import ReferenceNet
-from .sites import Site, install_site
-from .temporal import TemporalModule
+from .sites import Site
 
 
 class ScaledContextAttention(ContextAttention):
@@ -97,15 +96,4 @@ class EchoBackbone(EMOBackbone):
 def install_motion_sites(backbone, by_block: dict[str, list[Site]]) -> int:
     """EchoMimic's site layers: a motion module after every site (AnimateDiff v2 layout, no
     speed attention), no audio modules (``EchoMimicFamily.install_sites``)."""
-    cfg = backbone.config
-    groups = backbone.unet.config.norm_num_groups
-    index = 0
-    for block_sites in by_block.values():
-        block = block_sites[0].block
-        block.motion_modules = nn.ModuleList(
-            TemporalModule(s.channels, cfg.motion_num_attention_heads, cfg.motion_max_frames,
-                           None, groups) for s in block_sites)
-        for j, site in enumerate(block_sites):
-            install_site(site, _SiteRunner(index, block.motion_modules[j], None))
-            index += 1
-    return index
+    return install_temporal_sites(backbone, by_block, None)
