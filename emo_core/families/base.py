@@ -110,6 +110,21 @@ class StepGuidance(ABC):
     def combine(self, step: int, out: torch.Tensor) -> torch.Tensor: ...
 
 
+class JointCFG(StepGuidance):
+    """Classifier-free guidance over the fixed ``[uncond, cond]`` row pair at every step:
+    ``u + s (c - u)`` (the operation order Hallo's and EchoMimic's code use)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def rows(self, step: int):
+        return None  # always the same two rows
+
+    def combine(self, step: int, out: torch.Tensor) -> torch.Tensor:
+        uncond, cond = out.chunk(2)
+        return uncond + self.scale * (cond - uncond)
+
+
 class ModelFamily(ABC):
     """One model family bound to one loaded ``EMOModels`` bundle (``models``; None for hooks that
     need only the configs: ``sampling_defaults``, ``ignored_settings``, ``install_sites``).

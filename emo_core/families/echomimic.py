@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import EMOInputError
-from .base import ModelFamily, StepGuidance, VideoInputs
+from .base import JointCFG, ModelFamily, StepGuidance, VideoInputs
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +36,19 @@ class _EchoVideo:
     guidance: bool
 
 
-class _EchoGuidance(StepGuidance):
-    """``rows(step)`` -> (step index, CFG on); ``combine``: ``u + s (c - u)`` after the window
-    average (EchoMimic's order), or the single cond row."""
+class _EchoGuidance(JointCFG):
+    """``rows(step)`` -> (step index, CFG on); ``combine`` after the window average (EchoMimic's
+    order), or the single cond row when CFG is off."""
 
     def __init__(self, scale: float):
-        self.scale = scale
+        super().__init__(scale)
         self.enabled = scale > 1.0  # EchoMimic: do_classifier_free_guidance = scale > 1
 
     def rows(self, step: int):
         return step, self.enabled
 
     def combine(self, step: int, out: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return out
-        uncond, cond = out.chunk(2)
-        return uncond + self.scale * (cond - uncond)
+        return super().combine(step, out) if self.enabled else out
 
 
 class EchoMimicFamily(ModelFamily):

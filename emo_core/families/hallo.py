@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import EMOInputError
-from .base import LatentFormat, ModelFamily, StepGuidance, VideoInputs
+from .base import JointCFG, LatentFormat, ModelFamily, StepGuidance, VideoInputs
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +89,6 @@ class _HalloVideo:
     conditions: HalloConditions
     face: torch.Tensor
     speed_tokens: torch.Tensor | None
-
-
-class _JointCFG(StepGuidance):
-    """Hallo's ``[uncond, cond]`` at every step: ``u + s (c - u)`` (Hallo's operation order)."""
-
-    def __init__(self, scale: float):
-        self.scale = scale
-
-    def rows(self, step: int):
-        return None  # always the same two rows
-
-    def combine(self, step: int, out: torch.Tensor) -> torch.Tensor:
-        uncond, cond = out.chunk(2)
-        return uncond + self.scale * (cond - uncond)
 
 
 class HalloFamily(ModelFamily):
@@ -330,7 +316,7 @@ class HalloFamily(ModelFamily):
                                          or HALLO_SCHEDULER)
 
     def guidance(self, settings, steps: int) -> StepGuidance:
-        return _JointCFG(self.hallo_sampling(settings).guidance_scale)
+        return JointCFG(self.hallo_sampling(settings).guidance_scale)
 
     def predict(self, sample, timestep, clip, rows, settings) -> torch.Tensor:
         from .hallo_parts import hallo_denoise
