@@ -14,30 +14,25 @@ layers"): its two speeds gave one video.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tests.comfyui_harness import comfy_server_fixture, output_files
-from tests.conftest import fixture_path
+from tests.comfyui_harness import comfy_server_fixture
+from tests.hallo_server_parts import SIZE, cli_frames, hallo_inputs, node_frames, server_spec
 
 pytest.importorskip("onnx")  # test-only dependency: the tiny insightface models
 pytest.importorskip("onnxruntime")
 
-from tests.hallo_media import FRAMES, HAS_FIXTURE, WAV2VEC, convert_fixture, write_speech  # noqa: E402
+from tests.hallo_media import FRAMES, HAS_FIXTURE, WAV2VEC, convert_fixture  # noqa: E402
 
 pytestmark = [pytest.mark.comfyui,
               pytest.mark.skipif(not HAS_FIXTURE, reason="Hallo golden fixture absent")]
 
-API = Path(__file__).resolve().parents[1] / "example_workflows" / "api"
 SPEEDS = (0.0, 8.0)
-SIZE = 128
 CHECKPOINT = "hallo_speed.safetensors"
 
 
@@ -62,70 +57,24 @@ def _speed_checkpoint(root: Path) -> Path:
     return save_emo_checkpoint(models, root / CHECKPOINT)
 
 
-def _square_portrait(root: Path) -> Path:
-    """The bundled portrait's face crop at the video size: both front-ends use it as it is (the
-    CLI resizes the image, Encode Reference's center crop takes it whole: both no-ops)."""
-    from emo_core.face.crop import crop_image, face_crop_box
-    from emo_core.face.detect import find_face
-
-    photo = np.asarray(Image.open(fixture_path("portrait_astronaut.png")).convert("RGB"))
-    box = face_crop_box(find_face(photo, fixture_path("blaze_face_short_range.tflite").parent),
-                        photo.shape[:2], out_size=SIZE)
-    path = root / "hallo_square.png"
-    Image.fromarray(crop_image(photo, box)).save(path)
-    return path
-
-
 def _prepare(tmp_path_factory) -> dict:
-    from tests.onnx_tiny_models import write_face_models
-
     root = tmp_path_factory.mktemp("families_server")
-    mediapipe = fixture_path("blaze_face_short_range.tflite").parent
-    faces = write_face_models(root / "face_analysis")
-    files = {"checkpoint": _speed_checkpoint(root), "faces": faces, "mediapipe": mediapipe,
-             "image": _square_portrait(root), "audio": write_speech(root / "hallo_speech.wav"),
-             "root": root}
+    files = {**hallo_inputs(root, "hallo"), "checkpoint": _speed_checkpoint(root)}
     _prepare.files = files  # read by the test through the ``files`` fixture
-    return {"models": {"emo": [files["checkpoint"]], "wav2vec2": [WAV2VEC],
-                       "insightface": [faces / "models"],
-                       "mediapipe": [mediapipe / "blaze_face_short_range.tflite",
-                                     mediapipe / "face_landmarker.task"]},
-            "inputs": [files["image"], files["audio"]]}
+    return server_spec(files, [files["checkpoint"]], WAV2VEC)
 
 
 comfy_server = comfy_server_fixture("comfy_server", scope="module", prepare=_prepare,
                                     name="emo_families_server")
 
 
-def _frames(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 def _cli(files: dict, speed: float, out: Path) -> np.ndarray:
-    from emo_core.cli.main import main
-
-    code = main(["generate", "--checkpoint", str(files["checkpoint"]), "--wav2vec", str(WAV2VEC),
-                 "--mediapipe", str(files["mediapipe"]), "--image", str(files["image"]),
-                 "--audio", str(files["audio"]), "--out", str(out), "--size", str(SIZE),
-                 "--steps", "1", "--face-analysis", str(files["faces"]), "--speed", str(speed)])
-    assert code == 0
-    return _frames(out)
+    return cli_frames(files, files["checkpoint"], WAV2VEC, out, "--speed", str(speed))
 
 
 def _node(server, speed: float) -> np.ndarray:
-    workflow = json.loads((API / "emo_hallo_weights.json").read_text(encoding="utf-8"))
-    workflow["1"]["inputs"]["image"] = "hallo_square.png"
-    workflow["2"]["inputs"]["audio"] = "hallo_speech.wav"
-    workflow["3"]["inputs"]["checkpoint"] = CHECKPOINT
-    workflow["4"]["inputs"].update(crop="center", size=SIZE, face_analysis="models")
-    workflow["7"]["inputs"].update(mode="constant", speed=speed)
-    workflow["8"]["inputs"].update(steps=1, seed=0)  # the CLI's default seed
-    workflow["9"]["inputs"]["filename_prefix"] = f"EMO/speed_{speed:g}"
-    entry = server.wait_history(server.post_prompt(workflow), timeout=600)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    (record,) = output_files(entry)
-    return _frames(server.base_dir / "output" / record["subfolder"] / record["filename"])
+    return node_frames(server, files=_prepare.files, checkpoint=CHECKPOINT,
+                       prefix=f"speed_{speed:g}", **{"7": {"mode": "constant", "speed": speed}})
 
 
 def test_speed_reaches_the_speed_layers_identically_in_cli_and_emo_sampler(comfy_server,
