@@ -208,8 +208,8 @@ def hallo_weights() -> list[Node]:
 
 
 ECHOMIMIC_NOTE = (
-    "EMO with EchoMimic weights: real talking faces in 6 steps without CFG (EchoMimic v1's acc "
-    "weights).\n\n"
+    "EMO with EchoMimic weights: real talking faces from EchoMimic v1's public real weights, "
+    "in 6 steps without CFG (its acc weights).\n\n"
     "1. From the Hugging Face repository BadToBest/EchoMimic convert its pretrained_weights/ "
     "once: python -m emo_core convert-echomimic --pretrained-weights pretrained_weights --acc "
     "--out ComfyUI/models/emo/echomimic_acc.safetensors (without --acc: the normal weights, "

@@ -4,8 +4,9 @@ with NO wav2vec2 folder in the server's models (the combo offers only ``none``: 
 inside the checkpoint), and gives what ``python -m emo_core generate`` gives.
 
 The tiny fixture (``tests/fixtures/echomimic_tiny``, ``$EMO_ECHOMIMIC_FIXTURE``) is converted
-with ``convert-echomimic --acc`` into ``models/emo``. The bundled portrait and 4.0 s speech go
-through EMO Sampler at 24 fps: exactly round(4.0 x 24) = 96 frames and a 4.0 s audio track; the
+with ``convert-echomimic --acc`` into ``models/emo``. The bundled portrait and 1.5 s of the
+bundled speech (shorter than the example's 4 s: CPU time) go through EMO Sampler at 24 fps:
+exactly round(1.5 x 24) = 36 frames (three sliding windows) and a 1.5 s audio track; the
 audio features came from the checkpoint's whisper encoder, loaded by its own patcher
 (``ComfyEMOAudioEncoder``), never a wav2vec2 one; the Speed Embedding is ignored with the
 visible warning. The CLI with the same image, audio, size, steps and seed gives the same frames
@@ -23,6 +24,7 @@ import pytest
 from tests.comfyui_harness import comfy_server_fixture, output_files
 from tests.conftest import fixture_path
 from tests.echomimic_fixture import convert_acc_fixture, skip_without_fixture
+from tests.hallo_media import write_speech
 from tests.test_pipeline_generate import decoded_frames, video_facts
 
 pytestmark = [pytest.mark.comfyui, skip_without_fixture]
@@ -30,13 +32,17 @@ pytestmark = [pytest.mark.comfyui, skip_without_fixture]
 API = Path(__file__).resolve().parents[1] / "example_workflows" / "api" / \
     "emo_echomimic_weights.json"
 CHECKPOINT = "echomimic_acc.safetensors"  # the name the example selects
-SIZE, STEPS, FPS, FRAMES = 128, 2, 24, 96  # the bundled speech is 4.0 s
+SIZE, STEPS, FPS, SECONDS = 128, 2, 24, 1.5
+FRAMES = 36  # round(SECONDS * FPS)
+SPEECH = "echomimic_speech.wav"
 
 
 def _prepare(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("echomimic_server")
     _prepare.checkpoint = convert_acc_fixture(root / CHECKPOINT)
-    return {"models": {"emo": [_prepare.checkpoint]}}  # no wav2vec2 folder at all
+    _prepare.speech = write_speech(root / SPEECH, SECONDS)
+    return {"models": {"emo": [_prepare.checkpoint]},  # no wav2vec2 folder at all
+            "inputs": [_prepare.speech]}
 
 
 comfy_server = comfy_server_fixture("comfy_server", scope="module", prepare=_prepare,
@@ -47,6 +53,7 @@ def _node_video(server) -> Path:
     workflow = json.loads(API.read_text(encoding="utf-8"))
     assert workflow["3"]["inputs"]["wav2vec2"] == "none"
     assert workflow["8"]["inputs"]["steps"] == 6 and workflow["5"]["inputs"]["fps"] == FPS
+    workflow["2"]["inputs"]["audio"] = SPEECH
     workflow["4"]["inputs"]["size"] = SIZE
     workflow["8"]["inputs"]["steps"] = STEPS
     entry = server.wait_history(server.post_prompt(workflow), timeout=900)
@@ -61,7 +68,7 @@ def _cli_video(out: Path) -> Path:
     code = main(["generate", "--checkpoint", str(_prepare.checkpoint),
                  "--mediapipe", str(fixture_path("blaze_face_short_range.tflite").parent),
                  "--image", str(fixture_path("portrait_astronaut.png")),
-                 "--audio", str(fixture_path("speech_arctic_a0007.wav")), "--out", str(out),
+                 "--audio", str(_prepare.speech), "--out", str(out),
                  "--size", str(SIZE), "--steps", str(STEPS), "--fps", str(FPS), "--seed", "420"])
     assert code == 0
     return out
@@ -73,7 +80,7 @@ def test_echomimic_example_runs_without_wav2vec2_and_equals_the_cli(comfy_server
     node = _node_video(comfy_server)
     count, audio_seconds, video_seconds = video_facts(node)
     assert count == FRAMES
-    assert audio_seconds == pytest.approx(4.0, abs=0.05)
+    assert audio_seconds == pytest.approx(SECONDS, abs=0.05)
     assert video_seconds == pytest.approx(FRAMES / FPS, abs=0.05)
     log = comfy_server.log_text()
     assert "Requested to load ComfyEMOAudioEncoder" in log
