@@ -251,7 +251,9 @@ TITLES_UI = {
     "emo_long_video_low_memory": "EMO long video, low memory",
     "emo_civitai_style": "EMO with a civitai style",
     "emo_hallo_weights": "EMO with Hallo weights",
-    "emo_echomimic_weights": "EMO with EchoMimic weights (fast, 6 steps)",
+    # issue 21 asked for "EMO with EchoMimic weights (fast, 6 steps)": frontend 1.32.9 cuts that
+    # on the card (tests/test_browser_examples.py); the Note says "fast, 6 steps" instead.
+    "emo_echomimic_weights": "EMO with EchoMimic weights",
 }
 
 TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above node.pos

@@ -1,5 +1,5 @@
 """A converted EchoMimic acc checkpoint in a real ComfyUI server (issue 21): the example workflow
-"EMO with EchoMimic weights (fast, 6 steps)", unchanged but for the video size and steps, runs
+"EMO with EchoMimic weights" (fast, 6 steps), unchanged but for the video size and steps, runs
 with NO wav2vec2 folder in the server's models (the combo offers only ``none``: whisper travels
 inside the checkpoint), and gives what ``python -m emo_core generate`` gives.
 
