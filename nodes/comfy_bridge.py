@@ -37,7 +37,8 @@ __all__ = [
     "check_interrupted", "ProgressReporter", "latent_previewer", "metadata_enabled",
     "output_directory", "save_path",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
-    "VOCALS_OFF", "WAV2VEC2_NONE", "list_wav2vec2_choices", "list_vocal_separators", "vocal_separator_path", "SAMPLE_INPUTS",
+    "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path", "SAMPLE_INPUTS",
+    "WAV2VEC2_NONE", "list_wav2vec2_choices",
     "copy_samples_to_input",
 ]
 
