@@ -38,6 +38,7 @@ __all__ = [
     "output_directory", "save_path",
     "calculate_lora_weight", "node_warning", "list_face_analysis", "face_analysis_dir", "FACE_ANALYSIS_AUTO",
     "VOCALS_OFF", "list_vocal_separators", "vocal_separator_path", "SAMPLE_INPUTS",
+    "WAV2VEC2_NONE", "list_wav2vec2_choices",
     "copy_samples_to_input",
 ]
 
@@ -57,6 +58,8 @@ MODEL_FOLDERS: dict[str, set[str]] = {
 }
 FACE_ANALYSIS_AUTO = "auto"
 VOCALS_OFF = "off"
+# The wav2vec2 choice for checkpoints whose audio encoder travels inside them (EchoMimic).
+WAV2VEC2_NONE = "none"
 MEDIAPIPE_FILES = ("blaze_face_short_range.tflite", "face_landmarker.task")
 # Bundled Apache-2.0 MediaPipe models: used when models/mediapipe lacks them (never downloaded).
 BUNDLED_MEDIAPIPE = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "mediapipe"
@@ -142,6 +145,12 @@ def list_wav2vec2() -> list[str]:
             if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "config.json")):
                 names.add(entry.name)
     return sorted(names)
+
+
+def list_wav2vec2_choices() -> list[str]:
+    """The wav2vec2 combo: every wav2vec2 folder, then ``WAV2VEC2_NONE`` (last, so a folder stays
+    the default where there is one; the only choice where there is none)."""
+    return [*(n for n in list_wav2vec2() if n != WAV2VEC2_NONE), WAV2VEC2_NONE]
 
 
 def wav2vec2_path(name: str) -> Path:

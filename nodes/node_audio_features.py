@@ -1,4 +1,5 @@
-"""Wav2Vec Audio Features: core AUDIO -> per-video-frame wav2vec windows (EMO_AUDIO)."""
+"""Wav2Vec Audio Features: core AUDIO -> the checkpoint family's per-video-frame audio features
+(EMO_AUDIO): wav2vec windows, or EchoMimic's whisper rows."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ class EMOAudioFeatures(io.ComfyNode):
             node_id="EMOAudioFeatures",
             display_name="Wav2Vec Audio Features",
             category="EMO",
-            description="Runs wav2vec2 over the whole clip (chunked) and cuts one feature window "
-                        "per video frame. The frame count is round(seconds x fps), any length.",
+            description="Runs the checkpoint's audio encoder over the whole clip (chunked): "
+                        "wav2vec2, or the whisper-tiny inside EchoMimic checkpoints, and cuts "
+                        "one feature window per video frame. The frame count is "
+                        "round(seconds x fps), any length.",
             inputs=[
                 EMOModelsType.Input("emo_models", tooltip="Models from Load EMO Models."),
                 io.Audio.Input(
@@ -68,11 +71,13 @@ class EMOAudioFeatures(io.ComfyNode):
             from emo_core.audio.separation import separate_vocals as isolate
 
             speech = isolate(waveform, sample_rate, bridge.vocal_separator_path(separate_vocals))
-        with modules_on_device(emo_models, emo_models.wav2vec):
+        family = emo_models.family
+        encoder = family.audio_encoder(emo_models.wav2vec)  # wav2vec2, or the checkpoint's own
+        with modules_on_device(emo_models, encoder):
             # the checkpoint family's front-end (Hallo: all layers, padded to whole clips, at
-            # the checkpoint's fps)
-            features = emo_models.family.audio_features(
-                emo_models.wav2vec, *speech, fps, device=emo_models.device, progress=progress,
+            # the checkpoint's fps; EchoMimic: whisper rows of every encoder layer)
+            features = family.audio_features(
+                encoder, *speech, fps, device=emo_models.device, progress=progress,
                 cancel=bridge.check_interrupted)
             fps = features.fps
         frames = int(features.num_frames)

@@ -1,4 +1,4 @@
-"""Load EMO Models: EMO checkpoint + wav2vec2 folder -> EMO_MODELS."""
+"""Load EMO Models: EMO checkpoint + wav2vec2 folder (when its family needs one) -> EMO_MODELS."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ class EMOLoadModels(io.ComfyNode):
             display_name="Load EMO Models",
             category="EMO",
             description="Loads the EMO checkpoint (ReferenceNet, Backbone with audio, temporal and "
-                        "speed layers, Face Locator, VAE) and a wav2vec2 audio encoder.",
+                        "speed layers, Face Locator, VAE) and a wav2vec2 audio encoder "
+                        "(EchoMimic checkpoints carry their whisper encoder: wav2vec2 none).",
             inputs=[
                 io.Combo.Input(
                     "checkpoint", options=bridge.list_checkpoints(),
@@ -35,10 +36,12 @@ class EMOLoadModels(io.ComfyNode):
                             "convert-hallo` turns Hallo's weights into one (real talking faces "
                             "today)."),
                 io.Combo.Input(
-                    "wav2vec2", options=bridge.list_wav2vec2(),
+                    "wav2vec2", options=bridge.list_wav2vec2_choices(),
                     tooltip="wav2vec2 model folder (config.json + weights) from models/wav2vec2, "
                             "e.g. facebook/wav2vec2-base-960h. Must match what the checkpoint's "
-                            "audio layers were trained with."),
+                            "audio layers were trained with. EchoMimic checkpoints carry their "
+                            f"own whisper encoder and need none: '{bridge.WAV2VEC2_NONE}' (a "
+                            "folder chosen there is not loaded)."),
                 io.Combo.Input(
                     "precision", options=PRECISION_OPTIONS, default="auto",
                     tooltip="Weight precision. auto: fp16 on GPUs that handle it, fp32 on CPU. "
@@ -83,8 +86,6 @@ class EMOLoadModels(io.ComfyNode):
                 **style) -> io.NodeOutput:
         from emo_core.families import family_of
         from emo_core.io.emo_checkpoint import load_emo_checkpoint
-        from emo_core.io.wav2vec import load_wav2vec
-        from emo_core.pipeline.preflight import check_wav2vec_header
 
         run_device = bridge.torch_device(device)
         dtype = bridge.torch_dtype(precision, run_device)
@@ -93,12 +94,16 @@ class EMOLoadModels(io.ComfyNode):
         home = bridge.offload_device(run_device)
         path = bridge.checkpoint_path(checkpoint)
         # Before any loading: a missing or wrong wav2vec2 folder fails in a moment.
-        wav2vec_path = check_wav2vec_header(bridge.wav2vec2_path(wav2vec2))
+        wav2vec_path = _wav2vec_folder(path, wav2vec2)
         logger.info("loading EMO checkpoint %s (%s on %s)", path, dtype, run_device)
         models = load_emo_checkpoint(path, device=home, dtype=dtype)
         family = family_of(models)  # the one place the nodes ask which family this is
         family.log_defaults(checkpoint)
-        wav2vec = load_wav2vec(wav2vec_path, device=home, dtype=dtype)
+        wav2vec = None
+        if wav2vec_path is not None:
+            from emo_core.io.wav2vec import load_wav2vec
+
+            wav2vec = load_wav2vec(wav2vec_path, device=home, dtype=dtype)
         if vae is not None and getattr(vae, "latent_channels", 4) != 4:
             raise EMOInputError(
                 f"vae: EMO needs an SD1.5 VAE with 4 latent channels, got "
@@ -108,6 +113,28 @@ class EMOLoadModels(io.ComfyNode):
         bundle = EMOModelsBundle(
             models=models, wav2vec=wav2vec, device=run_device, dtype=dtype, offload=offload,
             checkpoint=checkpoint, wav2vec_name=wav2vec2, core_vae=vae,
-            patchers=build_patchers(models, wav2vec, run_device, dtype), family=family,
+            patchers=build_patchers(models, family.audio_encoder(wav2vec), run_device, dtype),
+            family=family,
         )
         return io.NodeOutput(bundle)
+
+
+def _wav2vec_folder(checkpoint_file, choice: str):
+    """The wav2vec2 folder the checkpoint's family needs (header-checked, no weights read), or
+    None when its audio encoder travels inside the checkpoint (``audio_model`` None)."""
+    from emo_core.families import family_of
+    from emo_core.io.emo_checkpoint import read_emo_configs
+    from emo_core.pipeline.preflight import check_wav2vec_header
+
+    family = family_of(configs=read_emo_configs(checkpoint_file))
+    if family.audio_model is None:
+        if choice not in (None, bridge.WAV2VEC2_NONE):
+            logger.info("wav2vec2 %r not loaded: %s checkpoints carry their audio encoder",
+                        choice, family.title)
+        return None
+    if choice in (None, bridge.WAV2VEC2_NONE):
+        raise EMOInputError(
+            f"wav2vec2: {family.title} checkpoints need a wav2vec2 model folder, got "
+            f"{choice!r}; put facebook/wav2vec2-base-960h into models/wav2vec2 as a folder and "
+            "choose it in Load EMO Models")
+    return check_wav2vec_header(bridge.wav2vec2_path(choice))

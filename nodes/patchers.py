@@ -7,7 +7,9 @@ Four patchers, one per thing a node loads on its own:
   cross-attention ``context`` parameter: every child of ``EMOModels`` except the two below;
 * ``reference_net``: the ReferenceNet (only the Sampler needs it, with the Backbone);
 * ``vae``: the checkpoint's VAE (Encode Reference, the Sampler's decode, Frames to Video);
-* ``wav2vec``: the wav2vec2 audio encoder (Wav2Vec Audio Features only).
+* ``wav2vec``: the audio encoder the family's front-end runs (Wav2Vec Audio Features only): the
+  wav2vec2 model of the wav2vec2 input, or the encoder the checkpoint carries (EchoMimic's
+  whisper-tiny, ``ModelFamily.audio_encoder``), then taken out of the Backbone's patcher.
 
 Each patcher holds a small ``nn.Module`` (one class per part, so ComfyUI's log and its loaded
 list name it) whose children are the very modules of ``EMOModels``: moving the holder moves the
@@ -65,6 +67,10 @@ class ComfyEMOWav2Vec2(_Holder):
     """wav2vec2 audio encoder."""
 
 
+class ComfyEMOAudioEncoder(_Holder):
+    """The audio encoder inside the checkpoint (EchoMimic: whisper-tiny's encoder)."""
+
+
 @dataclass(frozen=True)
 class EMOPatchers:
     """ComfyUI ``ModelPatcher``s of one Load EMO Models output (``vae`` None without a VAE)."""
@@ -95,15 +101,21 @@ class EMOPatchers:
         raise ValueError(f"{type(module).__name__} is held by no EMO model patcher")
 
 
-def build_patchers(models, wav2vec, load_device: torch.device, dtype: torch.dtype) -> EMOPatchers:
-    """Wrap ``models`` (``EMOModels``, on the offload device) and ``wav2vec`` in patchers that
-    load onto ``load_device``; the weights are cast to ``dtype`` here, once."""
-    rest = {name: m for name, m in models.named_children() if name not in SEPARATE}
+def build_patchers(models, audio_encoder, load_device: torch.device,
+                   dtype: torch.dtype) -> EMOPatchers:
+    """Wrap ``models`` (``EMOModels``, on the offload device) and ``audio_encoder`` (the wav2vec2
+    model, or a child of ``models``: the encoder a checkpoint carries) in patchers that load
+    onto ``load_device``; the weights are cast to ``dtype`` here, once."""
+    inside = {name: m for name, m in models.named_children() if m is audio_encoder}
+    rest = {name: m for name, m in models.named_children()
+            if name not in SEPARATE and name not in inside}
     own = dict(models.named_parameters(recurse=False))
+    audio = (ComfyEMOAudioEncoder(inside, {}, dtype) if inside
+             else ComfyEMOWav2Vec2({"wav2vec": audio_encoder}, {}, dtype))
     holders = {
         "backbone": ComfyEMOBackbone(rest, own, dtype),
         "reference_net": ComfyEMOReferenceNet({"reference_net": models.reference_net}, {}, dtype),
-        "wav2vec": ComfyEMOWav2Vec2({"wav2vec": wav2vec}, {}, dtype),
+        "wav2vec": audio,
     }
     if models.vae is not None:
         holders["vae"] = ComfyEMOVAE({"vae": models.vae}, {}, dtype)

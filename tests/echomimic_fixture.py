@@ -39,3 +39,13 @@ def load_goldens():
     folder = echomimic_fixture()
     return (load_file(str(folder / "inputs.safetensors")),
             load_file(str(folder / "outputs.safetensors")))
+
+
+def convert_acc_fixture(out: Path) -> Path:
+    """The fixture's acc weights converted with ``convert-echomimic --acc`` into ``out``."""
+    import json
+
+    from emo_core.cli.cmd_convert_echomimic import convert_echomimic
+
+    kwargs = json.loads((echomimic_fixture() / "unet_additional_kwargs.json").read_text())
+    return convert_echomimic(pretrained_weights(), out, acc=True, unet_kwargs=kwargs)

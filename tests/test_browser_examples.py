@@ -38,7 +38,7 @@ SETTLE = 3.0  # s: the frontend scans a loaded graph for missing inputs/models a
 # Model files each example names, by models/ sub-folder. Only listed, never loaded, by the tests
 # that open the examples (the run itself is tests/test_browser.py's).
 NAMED_MODELS = {
-    "emo": ["emo.safetensors", "hallo.safetensors"],
+    "emo": ["emo.safetensors", "hallo.safetensors", "echomimic_acc.safetensors"],
     "checkpoints": ["civitai_sd15_style.safetensors", "v1-5-pruned-emaonly.safetensors"],
     "loras": ["civitai_sd15_lora.safetensors"],
 }

@@ -4,12 +4,10 @@ exact frame count (round(seconds x fps)) at 24 and 25 fps and an audio track, wi
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import fixture_path
-from tests.echomimic_fixture import echomimic_fixture, pretrained_weights, skip_without_fixture
+from tests.echomimic_fixture import convert_acc_fixture, skip_without_fixture
 from tests.test_pipeline_generate import video_facts
 
 pytestmark = skip_without_fixture
@@ -17,11 +15,7 @@ pytestmark = skip_without_fixture
 
 @pytest.fixture(scope="module")
 def acc_checkpoint(tmp_path_factory, one_torch_thread):
-    from emo_core.cli.cmd_convert_echomimic import convert_echomimic
-
-    kwargs = json.loads((echomimic_fixture() / "unet_additional_kwargs.json").read_text())
-    return convert_echomimic(pretrained_weights(), tmp_path_factory.mktemp("acc") /
-                             "echomimic_acc.safetensors", acc=True, unet_kwargs=kwargs)
+    return convert_acc_fixture(tmp_path_factory.mktemp("acc") / "echomimic_acc.safetensors")
 
 
 @pytest.mark.parametrize(("fps", "frames"), [(24, 96), (25, 100)])  # the clip is 4.0 s

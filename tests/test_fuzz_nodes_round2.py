@@ -7,7 +7,8 @@ rate 0, int16 PCM, NaN/inf samples. Each prompt is a refusal (validation error, 
 error raised on purpose by emo_core, one line, nothing written) or a success with the exact frame
 count. Classes: ``c4`` Frames to Video crashes, ``c5`` silently wrong (fps mismatch on the IMAGE
 and LATENT paths, an AUDIO batch of 2), ``c6`` non-finite audio, ``c8`` messages (int16, 0
-channels). Totals go to test-artifacts/fuzz_nodes_round2_totals.json.
+channels), ``c9`` the wav2vec2 choice ``none`` (issue 21, for EchoMimic) with an EMO checkpoint.
+Totals go to test-artifacts/fuzz_nodes_round2_totals.json.
 """
 
 from __future__ import annotations
@@ -57,12 +58,15 @@ WORKFLOW_CASES = {
     "c8:audio_features_0_channels": ("channels0", None),
     "c8:audio_features_int16_success": ("int16", 10),
     "c4:face_mask_no_face": ("noface", None),
+    # issue 21: the wav2vec2 combo's "none" (for EchoMimic) with a checkpoint that needs wav2vec2
+    "c9:wav2vec2_none_for_emo_checkpoint": ("w2v_none", None),
 }
 CASES = list(F2V_CASES) + list(WORKFLOW_CASES)
 # Every node id of the pack -> its hostile cases here or in tests/test_fuzz_nodes.py (kept by
 # tests/test_entry_points_fuzzed.py: a new node joins the fuzz suite in the same change).
 NODE_FUZZ_CASES = {
-    "EMOLoadModels": ["emo:emo_garbage", "w2v:w2v_truncated"],
+    "EMOLoadModels": ["emo:emo_garbage", "w2v:w2v_truncated",
+                      "c9:wav2vec2_none_for_emo_checkpoint"],
     "EMOEncodeReference": ["image:image_no_face", "image:image_1px"],
     "EMOAudioFeatures": ["audio:audio_silent", "c5:audio_features_batch_2",
                          "c8:audio_features_0_channels", "c8:audio_features_int16_success"],
@@ -132,6 +136,8 @@ def _workflow_graph(key: str) -> dict:
                                  else "float32")
         workflow["5"]["inputs"]["audio"] = ["t", 1]
         workflow["9"]["inputs"]["audio"] = ["5", 1]  # audio_16k: tagged with its fps
+    elif change == "w2v_none":
+        workflow["3"]["inputs"]["wav2vec2"] = "none"
     elif change == "noface":
         workflow["t"] = _tensors(image_shape="[1, 64, 64, 3]")
         workflow["6"]["inputs"]["image"] = ["t", 0]

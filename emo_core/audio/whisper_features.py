@@ -69,6 +69,7 @@ def encode_rows(encoder, waveform_16k: torch.Tensor, device=None, dtype=None, ca
         raise EMOInputError(f"the audio is {waveform_16k.shape[-1]} samples at 16 kHz; whisper "
                             f"needs more than {N_FFT // 2} (12.5 ms); pass a longer clip")
     device = device or encoder.conv1.weight.device
+    dtype = dtype or encoder.conv1.weight.dtype  # fp16 weights (the nodes' precision) take fp16
     mel = log_mel_spectrogram(waveform_16k.to(torch.float32))
     columns = mel.shape[-1]
     parts = []

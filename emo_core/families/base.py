@@ -14,7 +14,8 @@ stage                 hook
 ====================  ==========================================================================
 build the Backbone    ``F.install_sites(backbone, by_block)``: audio modules + site runners
 settings              ``F.sampling_defaults``, ``F.resolve_settings``, ``F.ignored_settings``
-audio front-end       ``F.audio_features(...)`` -> :class:`~emo_core.audio.features.AudioFeatures`
+audio front-end       ``F.audio_features(...)`` -> :class:`~emo_core.audio.features.AudioFeatures`;
+                      ``F.audio_encoder(wav2vec)``: the module it runs (the nodes load it first)
 reference conditions  ``F.reference_conditions(...)``: per-video extras of the portrait (Hallo:
                       face embedding + region masks; EMO: None)
 one video             ``F.start_video(...)`` -> a family-private state (per-video encodings)
@@ -238,6 +239,12 @@ class ModelFamily(ABC):
         from ..pipeline.run import prepare_portrait
 
         return prepare_portrait(request, settings)
+
+    def audio_encoder(self, wav2vec):
+        """The module :meth:`audio_features` runs, for a host that loads it first (the nodes'
+        patchers): the given wav2vec2 model, or, when ``audio_model`` is None, the encoder the
+        checkpoint carries (a child of ``self.models``)."""
+        return wav2vec
 
     def audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *, device=None,
                        progress: ProgressFn | None = None, cancel: CancelFn | None = None):

@@ -24,6 +24,9 @@ from .base import JointCFG, ModelFamily, StepGuidance, VideoInputs
 logger = logging.getLogger(__name__)
 
 INIT_NOISE_CLAMP = 1.5
+# EchoMimic's facemask_dilation_ratio: its face-box mask grows the box by 0.1 of its size on
+# every side (this pack's mask_expand means the same); used when the user kept the EMO default.
+FACE_MASK_EXPAND = 0.1
 
 
 @dataclass
@@ -85,6 +88,33 @@ class EchoMimicFamily(ModelFamily):
         return install_motion_sites(backbone, by_block)
 
     # ------------------------------------------------------------------ settings
+    @property
+    def sampling(self) -> dict:
+        """The checkpoint's sampling config, checked: a hand-edited or damaged one is refused
+        here (``EMOInputError`` naming the field), before any model loads or runs."""
+        cfg = super().sampling
+        where = "EchoMimic checkpoint: emo_config sampling"
+        values = {name: cfg.get(name, default) for name, default in (
+            ("steps", 30), ("context_frames", 12), ("context_overlap", 3))}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+                raise EMOInputError(f"{where}.{name}={value!r} is not a whole number in "
+                                    "0..1000; re-create the checkpoint with convert-echomimic")
+        if values["steps"] < 1 or not 0 <= values["context_overlap"] < values["context_frames"]:
+            raise EMOInputError(f"{where}: steps={values['steps']}, context_frames="
+                                f"{values['context_frames']}, context_overlap="
+                                f"{values['context_overlap']} (need steps >= 1 and 0 <= overlap "
+                                "< frames); re-create the checkpoint with convert-echomimic")
+        scale = cfg.get("guidance_scale", 2.5)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                or not 0.0 <= scale <= 100.0:
+            raise EMOInputError(f"{where}.guidance_scale={scale!r} is not a number in 0..100; "
+                                "re-create the checkpoint with convert-echomimic")
+        if not isinstance(cfg.get("scheduler") or {}, dict):
+            raise EMOInputError(f"{where}.scheduler must be a scheduler config (a mapping), "
+                                "re-create the checkpoint with convert-echomimic")
+        return cfg
+
     def sampling_defaults(self) -> dict:
         cfg = self.sampling
         return {"steps": int(cfg.get("steps", 30)),
@@ -120,6 +150,21 @@ class EchoMimicFamily(ModelFamily):
                     cfg.get("context_overlap"))
 
     # ------------------------------------------------------------------ inputs
+    def prepare_portrait(self, request, settings):
+        """EMO's face crop and face-box mask, the box grown by EchoMimic's 0.1 (not EMO's 0.25)
+        when ``mask_expand`` was left at its default."""
+        import dataclasses
+
+        from ..face.mask_expand import DEFAULT_MASK_EXPAND
+
+        if request.mask_expand == DEFAULT_MASK_EXPAND:
+            request = dataclasses.replace(request, mask_expand=FACE_MASK_EXPAND)
+        return super().prepare_portrait(request, settings)
+
+    def audio_encoder(self, wav2vec):
+        """The whisper-tiny encoder inside the checkpoint (``wav2vec`` is not used)."""
+        return self.models.whisper
+
     def audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *, device=None,
                        progress=None, cancel=None):
         """Whisper features (``wav2vec`` is ignored: the encoder is inside the checkpoint)."""
