@@ -11,9 +11,6 @@ intact checkpoint; the hostile ones are it with one edit (tensors or ``emo_confi
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
@@ -22,10 +19,10 @@ import pytest
 
 from tests.conftest import fixture_path
 from tests.echomimic_fixture import convert_acc_fixture, skip_without_fixture
+from tests.fuzz_cases import assert_clean_refusal, run_cases
 
 pytestmark = skip_without_fixture
 REPO = Path(__file__).resolve().parents[1]
-ERROR_LINE = re.compile(r"(^|: )error: ", re.MULTILINE)
 
 
 def _edited(good: Path, out: Path, tensors=None, config=None) -> Path:
@@ -123,12 +120,8 @@ def fuzz(tmp_path_factory):
         else:
             _wav(path, samples)
         runs.append(argv(name, audio=path))
-    (root / "cases.json").write_text(json.dumps(runs))
-    subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_runner.py"),
-                    str(root / "cases.json"), str(root / "results.json")], check=True,
-                   timeout=1800, cwd=root, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
-                                                "OMP_NUM_THREADS": "1", "HOME": str(root)})
-    return {"root": root, "results": json.loads((root / "results.json").read_text())}
+    results = run_cases(root, runs, timeout=1800)
+    return {"root": root, "results": results}
 
 
 REFUSALS = [*CHECKPOINT_EDITS, *OPTION_CASES, *AUDIO_CASES]
@@ -136,10 +129,4 @@ REFUSALS = [*CHECKPOINT_EDITS, *OPTION_CASES, *AUDIO_CASES]
 
 @pytest.mark.parametrize("name", REFUSALS)
 def test_refusal_is_one_clean_line(fuzz, name):
-    result = fuzz["results"][name]
-    text = result["stdout"] + result["stderr"]
-    assert not result["hung"], name
-    assert "Traceback" not in text, text[-3000:]
-    assert result["rc"] == 2, (result["rc"], text[-2000:])
-    assert len(ERROR_LINE.findall(result["stderr"])) == 1, result["stderr"]
-    assert not list((fuzz["root"] / "out" / name).iterdir())
+    assert_clean_refusal(fuzz["results"][name], fuzz["root"] / "out" / name)
