@@ -28,6 +28,8 @@ WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
 VAE_FOLDER = "sd-vae-ft-mse"
 VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 HALLO_HINT = "pass Hallo's pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo)"
+HALLO2_HINT = ("pass Hallo2's pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo2) "
+               "or one with Hallo2's weights at hallo/net.pth")
 
 
 @dataclass
@@ -114,7 +116,8 @@ def read_sources(root: Path, unet_kwargs: Path | None, defaults: Mapping,
     root = Path(root)
     if not root.is_dir():
         raise EMOInputError(f"--pretrained-models {str(root)!r} is not a folder; {HALLO_HINT}")
-    net_path = find_file(root, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth")
+    net_path = find_file(root, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth",
+                         HALLO2_HINT if hallo2 else HALLO_HINT)
     unet_path = find_file(root, (UNET_CONFIG,), "SD1.5 unet/config.json")
     unet_hint = ("use the stable-diffusion-v1-5/unet/config.json that comes with Hallo's "
                  "pretrained_models/")
