@@ -120,7 +120,7 @@ def child(step: str, args: list[str]) -> dict:
 
     torch.set_num_threads(2)
     baseline = _status("VmRSS")
-    result: dict = {}
+    result: dict = {"baseline_anon": _status("RssAnon"), "baseline_file": _status("RssFile")}
     if step == "build":  # not measured: keeps the builder's memory out of the parent
         return build_standin(Path(args[0]), args[1])
     if step == "load":
@@ -146,7 +146,9 @@ def measure(step: str, args: list[str]) -> dict:
 
 def _line(name: str, result: dict, size: int, what: str) -> dict:
     return {"step": name, "size_of": what, "size_bytes": size, "peak_bytes": result["peak"],
-            "baseline_bytes": result["baseline"], "ratio": round(result["peak"] / size, 3),
+            "baseline_bytes": result["baseline"], "baseline_anon_bytes": result["baseline_anon"],
+            "baseline_file_bytes": result["baseline_file"],
+            "ratio": round(result["peak"] / size, 3),
             "added": round((result["peak"] - result["baseline"]) / size, 3)}
 
 
