@@ -68,6 +68,7 @@ def test_hallo2_flag_without_any_net_pth_names_both_places(tmp_path, capsys):
     assert _convert(_layout(tmp_path / "pm"), out, "--hallo2") == 2
     err = capsys.readouterr().err
     assert "hallo2/net.pth" in err and "hallo/net.pth" in err and not out.exists()
+    assert "fudan-generative-ai/hallo2" in err  # the hint is for Hallo2's download
 
 
 def test_hallo2_checkpoint_keeps_hallos_networks_and_defaults(tmp_path):

@@ -3,7 +3,9 @@ folders and output paths through the real command line (tests/fuzz_runner.py: on
 process per case, exactly what ``python -m emo_core`` runs).
 
 Each case is Hallo's tiny fixture folder (``$EMO_HALLO_FIXTURE``, as symlinks) with one thing
-wrong. Classes as in tests/test_fuzz_cli.py: a refusal is exit code 2, exactly one ``error:``
+wrong; the ``hallo2_*`` cases break Hallo2's ``hallo2/net.pth`` or pass ``--hallo2`` (the error
+must name the Hallo2 file, not ``hallo/net.pth`` beside it; the controls must record the Hallo2
+variant). Classes as in tests/test_fuzz_cli.py: a refusal is exit code 2, exactly one ``error:``
 line naming the input at fault (a word per case below), no traceback, nothing new in the output
 folder and every input byte unchanged; the control case converts (exit 0, one checkpoint that
 passes the loader's checks). Totals go to ``test-artifacts/fuzz_convert_hallo_totals.json``.
@@ -23,48 +25,36 @@ import torch
 
 from tests.fuzz_inputs import malicious_pickle
 from tests.hallo_media import FIXTURE, HAS_FIXTURE
+from tests.hallo_pretrained import (
+    HALLO2_NET,
+    NET,
+    PRETRAINED,
+    VAE,
+    VAE_WEIGHTS,
+    replace,
+    symlink_layout,
+    write,
+)
+from tests.hallo_pretrained import UNET_CONFIG as UNET
+from tests.hallo_pretrained import WAV2VEC_CONFIG as W2V
 
 pytestmark = pytest.mark.skipif(not HAS_FIXTURE,
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-PRETRAINED = FIXTURE / "pretrained_models"
 KWARGS = json.loads((FIXTURE / "hallo_unet_kwargs.json").read_text()) if HAS_FIXTURE else {}
-UNET = "stable-diffusion-v1-5/unet/config.json"
-W2V = "wav2vec/wav2vec2-base-960h/config.json"
-VAE = "sd-vae-ft-mse"
-VAE_WEIGHTS = f"{VAE}/diffusion_pytorch_model.safetensors"
-NET = "hallo/net.pth"
-
-
-def _layout(root: Path) -> Path:
-    """The fixture's pretrained_models/ as symlinks (a case replaces what it breaks)."""
-    for source in PRETRAINED.rglob("*"):
-        target = root / source.relative_to(PRETRAINED)
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source)
-    return root
-
-
-def _write(path: Path, data: bytes | str) -> None:
-    path.unlink(missing_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def _config(root: Path, rel: str, edit) -> None:
     config = json.loads((PRETRAINED / rel).read_text())
     edit(config)
-    _write(root / rel, json.dumps(config))
+    write(root / rel, json.dumps(config))
 
 
 def _net(root: Path, edit) -> None:
     net = torch.load(PRETRAINED / NET, map_location="cpu", weights_only=True)
     edit(net)
-    (root / NET).unlink()
-    torch.save(net, root / NET)
+    torch.save(net, replace(root / NET))
 
 
 def _first(net: dict, part: str) -> str:
@@ -86,15 +76,14 @@ def _vae(root: Path, edit) -> None:
 
     state = load_file(str(PRETRAINED / VAE_WEIGHTS))
     edit(state)
-    (root / VAE_WEIGHTS).unlink()
-    save_file(state, str(root / VAE_WEIGHTS))
+    save_file(state, str(replace(root / VAE_WEIGHTS)))
 
 
 def _kwargs(edit=None, text=None):
     def make(root: Path) -> list[str]:
         path = root.parent / "kwargs.json"
         if text is not None:
-            _write(path, text)
+            write(path, text)
         else:
             kwargs = json.loads(json.dumps(KWARGS))
             edit(kwargs)
@@ -108,8 +97,8 @@ def _deep(levels: int) -> str:
 
 
 def _vae_copy_as_out(root: Path) -> list[str]:
-    (root / VAE_WEIGHTS).unlink()
-    shutil.copy(PRETRAINED / VAE_WEIGHTS, root / VAE_WEIGHTS)  # a real file, not the fixture's
+    # a real file, not the fixture's
+    shutil.copy(PRETRAINED / VAE_WEIGHTS, replace(root / VAE_WEIGHTS))
     return ["--out", str(root / VAE_WEIGHTS)]
 
 
@@ -129,16 +118,47 @@ def _out_folder(root: Path) -> Path:
     return root.parent / "taken.safetensors"
 
 
+def _hallo2_net(data=None, edit=None, flag: bool = True):
+    """Hallo2's net.pth at hallo2/net.pth (the fixture's net, ``edit``-ed, or ``data()``);
+    hallo/net.pth stays intact beside it when ``--hallo2`` is passed, so a refusal that names
+    hallo/net.pth instead blames the wrong file."""
+    def make(root: Path) -> list[str]:
+        (root / "hallo2").mkdir()
+        if data is not None:
+            write(root / HALLO2_NET, data())
+        else:
+            net = torch.load(PRETRAINED / NET, map_location="cpu", weights_only=True)
+            (edit or (lambda n: None))(net)
+            torch.save(net, root / HALLO2_NET)
+        if not flag:
+            replace(root / NET)
+        return ["--hallo2"] if flag else []
+    return make
+
+
+def _hallo2_pickle(root: Path) -> list[str]:
+    (root / "hallo2").mkdir()
+    malicious_pickle(root / HALLO2_NET, root.parent / "MARKER_hallo2")
+    return ["--hallo2"]
+
+
+def _hallo2_nothing(root: Path, folder: bool = False) -> list[str]:
+    replace(root / NET)
+    if folder:
+        (root / HALLO2_NET).mkdir(parents=True)
+    return ["--hallo2"]
+
+
 # name -> (change to the case's folder, returning extra CLI arguments or None; word the error
 # line must contain)
 CASES = {
-    "unet_config_garbage": (lambda r: _write(r / UNET, b"\x00\xff garbage {"), "config.json"),
-    "unet_config_list": (lambda r: _write(r / UNET, "[1, 2, 3]"), "config.json"),
-    "unet_config_latin1": (lambda r: _write(r / UNET, '{"x": "caf\xe9"}'.encode("latin-1")),
+    "unet_config_garbage": (lambda r: write(r / UNET, b"\x00\xff garbage {"), "config.json"),
+    "unet_config_list": (lambda r: write(r / UNET, "[1, 2, 3]"), "config.json"),
+    "unet_config_latin1": (lambda r: write(r / UNET, '{"x": "caf\xe9"}'.encode("latin-1")),
                            "config.json"),
-    "unet_config_nested": (lambda r: _write(r / UNET, '{"a": ' + _deep(50) + "}"),
+    "unet_config_nested": (lambda r: write(r / UNET, '{"a": ' + _deep(50) + "}"),
                            "config.json"),
-    "unet_config_empty": (lambda r: _write(r / UNET, b""), "config.json"),
+    "unet_config_empty": (lambda r: write(r / UNET, b""), "config.json"),
     "unet_widths_string": (lambda r: _config(r, UNET, lambda c: c.update(
         block_out_channels="32,32")), "config.json"),
     "unet_cross_dim_zero": (lambda r: _config(r, UNET, lambda c: c.update(
@@ -151,7 +171,7 @@ CASES = {
                          "config.json"),
     "w2v_hidden_zero": (lambda r: _config(r, W2V, lambda c: c.update(hidden_size=0)),
                         "wav2vec"),
-    "w2v_garbage": (lambda r: _write(r / W2V, b"\x89PNG not json"), "wav2vec"),
+    "w2v_garbage": (lambda r: write(r / W2V, b"\x89PNG not json"), "wav2vec"),
     "w2v_layers_other": (lambda r: _config(r, W2V, lambda c: c.update(num_hidden_layers=3)),
                          "wav2vec"),
     "net_zero_element": (lambda r: _net(r, lambda n: _set(n, "audioproj.proj1.weight",
@@ -173,10 +193,10 @@ CASES = {
                                                  float("inf"))), "net.pth"),
     "net_mis_shaped": (lambda r: _net(r, lambda n: _set(n, "denoising_unet.conv_out.weight",
                                                         torch.zeros(4, 32, 1, 1))), "net.pth"),
-    "net_truncated": (lambda r: _write(r / NET, (PRETRAINED / NET).read_bytes()[:100_000]),
+    "net_truncated": (lambda r: write(r / NET, (PRETRAINED / NET).read_bytes()[:100_000]),
                       "net.pth"),
-    "net_garbage": (lambda r: _write(r / NET, b"PK\x03\x04 not a zip at all" * 100), "net.pth"),
-    "net_empty": (lambda r: _write(r / NET, b""), "net.pth"),
+    "net_garbage": (lambda r: write(r / NET, b"PK\x03\x04 not a zip at all" * 100), "net.pth"),
+    "net_empty": (lambda r: write(r / NET, b""), "net.pth"),
     "net_pickled_code": (lambda r: (r / NET).unlink() or malicious_pickle(
         r / NET, r.parent / "MARKER_net"), "net.pth"),
     "net_echomimic_unet": (lambda r: _net(r, lambda n: [n.pop(k) for k in list(n)
@@ -200,7 +220,7 @@ CASES = {
         temporal_position_encoding_max_len=-32)), "--unet-kwargs"),
     "kwargs_missing_file": (lambda r: ["--unet-kwargs", str(r.parent / "absent.json")],
                             "--unet-kwargs"),
-    "vae_config_garbage": (lambda r: _write(r / VAE / "config.json", b"{{{"), VAE),
+    "vae_config_garbage": (lambda r: write(r / VAE / "config.json", b"{{{"), VAE),
     "vae_config_other": (lambda r: _config(r, f"{VAE}/config.json", lambda c: c.update(
         latent_channels=8)), VAE),
     "vae_weights_missing": (lambda r: (r / VAE_WEIGHTS).unlink(), VAE),
@@ -215,6 +235,24 @@ CASES = {
     "pretrained_missing": (lambda r: shutil.rmtree(r), "--pretrained-models"),
     "pretrained_is_file": (lambda r: shutil.rmtree(r) or r.write_text("x"),
                            "--pretrained-models"),
+    # --hallo2: the Hallo2 file is the one read and the one blamed
+    "hallo2_net_garbage": (_hallo2_net(lambda: b"PK\x03\x04 not a zip at all" * 100),
+                           HALLO2_NET),
+    "hallo2_net_truncated": (_hallo2_net(lambda: (PRETRAINED / NET).read_bytes()[:100_000]),
+                             HALLO2_NET),
+    "hallo2_net_empty": (_hallo2_net(lambda: b""), HALLO2_NET),
+    "hallo2_net_pickled_code": (_hallo2_pickle, HALLO2_NET),
+    "hallo2_net_nan": (_hallo2_net(edit=lambda n: _nan(n, "denoising_unet.conv_out.weight")),
+                       HALLO2_NET),
+    "hallo2_net_mis_shaped_implied": (_hallo2_net(edit=lambda n: _set(
+        n, "denoising_unet.conv_out.weight", torch.zeros(4, 32, 1, 1)), flag=False), HALLO2_NET),
+    "hallo2_net_echomimic_unet": (_hallo2_net(edit=lambda n: [
+        n.pop(k) for k in list(n) if not k.startswith("denoising_unet.")]), HALLO2_NET),
+    "hallo2_no_net": (_hallo2_nothing, "net.pth"),
+    "hallo2_net_is_a_folder": (lambda r: _hallo2_nothing(r, folder=True), "net.pth"),
+    "hallo2_flag_with_value": (lambda r: ["--hallo2=yes"], "--hallo2"),
+    "hallo2_flag_control": (lambda r: ["--hallo2"], None),
+    "hallo2_folder_control": (_hallo2_net(flag=False), None),
     "success_control": (lambda r: None, None),
 }
 
@@ -231,7 +269,7 @@ def fuzz(tmp_path_factory):
     cases, before = [], {}
     for name, (make, _) in CASES.items():
         case_root = root / name
-        pretrained = _layout(case_root / "pretrained_models")
+        pretrained = symlink_layout(case_root / "pretrained_models")
         out = case_root / "out" / "hallo.safetensors"
         out.parent.mkdir(parents=True)
         extra = make(pretrained)
@@ -265,6 +303,7 @@ def fuzz(tmp_path_factory):
 def classify(name: str, result: dict, case_root: Path, before: dict) -> tuple[str, str]:
     """(class, detail) for one case: refusal / success / crash / leak / hang / unclear."""
     from emo_core.io.emo_checkpoint import check_emo_checkpoint
+    from emo_core.io.hallo2 import is_hallo2
 
     text = result["stdout"] + result["stderr"]
     if result["hung"]:
@@ -278,7 +317,9 @@ def classify(name: str, result: dict, case_root: Path, before: dict) -> tuple[st
         written = [f for f in new if f.endswith(".safetensors")]
         if result["rc"] != 0 or new != ["out/hallo.safetensors"]:
             return "unclear", f"rc {result['rc']}, new files {new}\n{result['stderr'][-2000:]}"
-        check_emo_checkpoint(case_root / written[0])
+        configs = check_emo_checkpoint(case_root / written[0])
+        if is_hallo2(configs.get("sampling")) != name.startswith("hallo2"):
+            return "unclear", f"variant recorded: {configs.get('sampling', {}).get('variant')}"
         return "success", written[0]
     if new or changed:
         return "leak", f"new files {new}, changed inputs {changed}"
@@ -288,9 +329,9 @@ def classify(name: str, result: dict, case_root: Path, before: dict) -> tuple[st
     return "refusal", errors[0]
 
 
-def test_at_least_40_cases_and_no_crash_leak_or_hang(fuzz):
+def test_at_least_50_cases_and_no_crash_leak_or_hang(fuzz):
     totals = fuzz["summary"]["totals"]
-    assert fuzz["summary"]["cases"] >= 40
+    assert fuzz["summary"]["cases"] >= 50
     assert totals["crash"] == totals["leak"] == totals["hang"] == totals["unclear"] == 0, {
         k: v for k, v in fuzz["classes"].items() if v[0] not in ("refusal", "success")}
 

@@ -127,7 +127,8 @@ def test_audio_front_end_matches_hallo2_piece_by_piece(data):
 
     inputs, outputs = data
     wave = inputs["audio_waveform_16k"]
-    segments = list(hallo2_segments(wave, fps=25, clip_frames=16))
+    clip_frames = inputs["audio_window_clip0"].shape[1]  # the set's n_sample_frames
+    segments = list(hallo2_segments(wave, fps=25, clip_frames=clip_frames))
     # one piece per started minute (pydub rounds the length to whole milliseconds first)
     assert len(segments) == -(-round(wave.numel() / 16) // 60000)
     for index, segment in enumerate(segments):
@@ -136,7 +137,7 @@ def test_audio_front_end_matches_hallo2_piece_by_piece(data):
             assert _max(segment.values, outputs[key]) < 1e-4, index
     assert "audio_segment0_fe_input_values" in outputs
     wav2vec = load_wav2vec(PRETRAINED / "wav2vec/wav2vec2-base-960h")
-    features, frames = hallo2_audio_features(wav2vec, wave, fps=25, clip_frames=16)
+    features, frames = hallo2_audio_features(wav2vec, wave, fps=25, clip_frames=clip_frames)
     golden = outputs["audio_emb"]
     assert features.shape == golden.shape
     assert frames == sum(s.frames for s in segments)
@@ -147,7 +148,7 @@ def test_audio_front_end_matches_hallo2_piece_by_piece(data):
         start += segment.rows
     windows = hallo_audio_windows(features)
     for clip in range(_count(inputs, "audio_window_clip")):
-        got = windows[16 * clip:16 * clip + 16][None]
+        got = windows[clip_frames * clip:clip_frames * (clip + 1)][None]
         assert _max(got, inputs[f"audio_window_clip{clip}"]) < 1e-4, clip
 
 

@@ -18,45 +18,28 @@ from safetensors.torch import load_file, save_file
 
 from emo_core.cli.main import main
 from tests.hallo_media import FIXTURE, FRAMES, HAS_FIXTURE, SAMPLES, WAV2VEC, write_speech
+from tests.hallo_pretrained import (
+    KWARGS,
+    PRETRAINED,
+    UNET_CONFIG,
+    VAE,
+    VAE_WEIGHTS,
+    legacy_names,
+    replace,
+    symlink_layout,
+)
 
 pytestmark = pytest.mark.skipif(not HAS_FIXTURE,
                                 reason=f"Hallo golden fixture folder {FIXTURE} is absent")
-PRETRAINED = FIXTURE / "pretrained_models"
-KWARGS = FIXTURE / "hallo_unet_kwargs.json"
-UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
-VAE = "sd-vae-ft-mse"
-LEGACY = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
-
-
-def _copy(root: Path) -> Path:
-    """A pretrained_models/ made of symlinks to the fixture's files (nothing large copied)."""
-    for source in PRETRAINED.rglob("*"):
-        target = root / source.relative_to(PRETRAINED)
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source)
-    return root
-
-
-def _replace(path: Path) -> Path:
-    path.unlink()
-    return path
 
 
 def _legacy_vae(root: Path) -> dict[str, torch.Tensor]:
     """Rewrite the VAE with the pre-0.14 names stabilityai's file has; returns the original."""
-    weights = root / VAE / "diffusion_pytorch_model.safetensors"
+    weights = root / VAE_WEIGHTS
     original = load_file(str(weights))
-    legacy = {}
-    for key, value in original.items():
-        if ".mid_block.attentions." in key:
-            for new, old in LEGACY.items():
-                key = key.replace(new, old)
-        legacy[key] = value
+    legacy = legacy_names(original)
     assert any(".query." in k for k in legacy), "the fixture VAE has no mid-block attention"
-    save_file(legacy, str(_replace(weights)))
+    save_file(legacy, str(replace(weights)))
     return original
 
 
@@ -71,7 +54,7 @@ def test_legacy_vae_names_convert_and_generate_the_exact_frame_count(tmp_path, c
     from emo_core.video_io import read_video_frames
     from tests.onnx_tiny_models import write_face_models
 
-    root = _copy(tmp_path / "pretrained_models")
+    root = symlink_layout(tmp_path / "pretrained_models")
     original = _legacy_vae(root)
     out = tmp_path / "hallo.safetensors"
     assert _convert(root, out) == 0, capsys.readouterr().err
@@ -101,23 +84,23 @@ def _refusal(capsys, root: Path, out: Path, kwargs: Path = KWARGS) -> str:
 
 
 def test_a_damaged_net_pth_is_blamed_not_the_configs(tmp_path, capsys):
-    root = _copy(tmp_path / "pm")
+    root = symlink_layout(tmp_path / "pm")
     net = torch.load(PRETRAINED / "hallo/net.pth", map_location="cpu", weights_only=True)
     # One resnet conv of the denoiser cut in half: the widths net.pth shows still fit the config.
     key = next(k for k in net if k.startswith("denoising_unet.down_blocks.0.resnets.")
                and k.endswith("conv1.weight"))
     net[key] = net[key][: net[key].shape[0] // 2].clone()
-    torch.save(net, _replace(root / "hallo/net.pth"))
+    torch.save(net, replace(root / "hallo/net.pth"))
     line = _refusal(capsys, root, tmp_path / "x.safetensors")
     assert line.startswith("error: net.pth") and "download" in line, line
     assert "config.json" not in line and "--unet-kwargs" not in line, line
 
 
 def test_a_unet_config_that_does_not_fit_is_named(tmp_path, capsys):
-    root = _copy(tmp_path / "pm")
+    root = symlink_layout(tmp_path / "pm")
     config = json.loads((PRETRAINED / UNET_CONFIG).read_text())
     config["cross_attention_dim"] = config["cross_attention_dim"] * 2 + 8
-    _replace(root / UNET_CONFIG).write_text(json.dumps(config))
+    replace(root / UNET_CONFIG).write_text(json.dumps(config))
     line = _refusal(capsys, root, tmp_path / "x.safetensors")
     assert line.startswith("error: UNet config") and str(root / UNET_CONFIG) in line, line
     assert f"cross_attention_dim = {config['cross_attention_dim']}" in line, line
@@ -130,7 +113,7 @@ def test_a_unet_config_that_does_not_fit_is_named(tmp_path, capsys):
      "pos_encoder.pe"),
 ])
 def test_unet_kwargs_that_do_not_fit_are_named(tmp_path, capsys, edit, words):
-    root = _copy(tmp_path / "pm")
+    root = symlink_layout(tmp_path / "pm")
     kwargs = json.loads(KWARGS.read_text())
     edit(kwargs)
     path = tmp_path / "my_kwargs.json"
@@ -141,29 +124,29 @@ def test_unet_kwargs_that_do_not_fit_are_named(tmp_path, capsys, edit, words):
 
 
 def test_a_vae_folder_that_does_not_fit_is_named(tmp_path, capsys):
-    root = _copy(tmp_path / "pm")
+    root = symlink_layout(tmp_path / "pm")
     config = json.loads((PRETRAINED / VAE / "config.json").read_text())
     config["latent_channels"] = 8
-    _replace(root / VAE / "config.json").write_text(json.dumps(config))
+    replace(root / VAE / "config.json").write_text(json.dumps(config))
     line = _refusal(capsys, root, tmp_path / "x.safetensors")
     assert str(root / VAE) in line and "sd-vae-ft-mse" in line, line
     assert "net.pth" not in line and "unet" not in line.lower(), line
 
 
 def test_a_vae_missing_tensors_is_named(tmp_path, capsys):
-    root = _copy(tmp_path / "pm")
-    weights = root / VAE / "diffusion_pytorch_model.safetensors"
+    root = symlink_layout(tmp_path / "pm")
+    weights = root / VAE_WEIGHTS
     state = load_file(str(weights))
     dropped = sorted(state)[0]
     del state[dropped]
-    save_file(state, str(_replace(weights)))
+    save_file(state, str(replace(weights)))
     line = _refusal(capsys, root, tmp_path / "x.safetensors")
     assert f"VAE weights {str(weights)!r}" in line and dropped.split(".")[0] in line, line
     assert "net.pth" not in line, line
 
 
 def test_no_vae_folder_converts_without_a_vae_and_says_so(tmp_path, capsys):
-    root = _copy(tmp_path / "pm")
+    root = symlink_layout(tmp_path / "pm")
     shutil.rmtree(root / VAE)
     out = tmp_path / "x.safetensors"
     assert _convert(root, out) == 0, capsys.readouterr().err

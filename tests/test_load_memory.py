@@ -8,8 +8,11 @@ the file (convert: <= 1.3 x net.pth) or to the model in the dtype it is loaded i
 A fixed ``ALLOWANCE`` is subtracted first: per-process costs that do not grow with the model
 (Python objects of ~1,700 modules and parameters, code pages loaded on first use, the largest
 tensor's read buffer), measured at 30-60 MB here; at full size (benchmarks, README) they are
-~1 % and the plain ratios meet the same targets. Before streaming, convert added ~2 x net.pth
-(the whole dict, then a full copy while saving) and an fp32 load of an fp16 file ~1.5 x.
+~1 % of the model. The targets are judged on this added memory, not on the process total: the
+~0.9 GB the imports cost (torch, diffusers and what diffusers imports) is the same whatever
+the model and outside this package (README, "Memory"). Before streaming, convert added
+~2 x net.pth (the whole dict, then a full copy while saving) and an fp32 load of an fp16 file
+~1.5 x.
 """
 
 from __future__ import annotations

@@ -55,26 +55,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     kwargs = None
     if args.unet_kwargs is not None:
-        kwargs = _read_json(args.unet_kwargs, "--unet-kwargs",
+        from ..io.pretrained_sources import read_config
+
+        kwargs = read_config(args.unet_kwargs, "--unet-kwargs",
                             "pass EchoMimic's unet_additional_kwargs as JSON")
     out = convert_echomimic(args.pretrained_weights, args.out, acc=args.acc, unet_kwargs=kwargs)
     print(f"EMO checkpoint (EchoMimic {'acc' if args.acc else 'normal'}): {out}")
     return 0
-
-
-def _read_json(path: Path, what: str, hint: str) -> dict:
-    from ..errors import EMOInputError
-    from ..io.validate import check_config_values, parse_config_json
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise EMOInputError(f"{what} {str(path)!r} could not be read ({error}); {hint}") from None
-    value = parse_config_json(text, f"{what} {str(path)!r}", hint)
-    if not isinstance(value, dict):
-        raise EMOInputError(f"{what} {str(path)!r} must hold a JSON object; {hint}")
-    check_config_values(value, f"{what} {str(path)!r}", hint)
-    return value
 
 
 def check_layout(root: Path, variant: str) -> dict[str, Path]:
@@ -136,21 +123,19 @@ def read_and_convert(paths: dict[str, Path], variant: str, unet_kwargs: dict | N
     from ..errors import CheckpointError
     from ..io.conversion import compare_state_dicts, require_match
     from ..io.echomimic import echomimic_configs, echomimic_to_pack, merge_denoiser
+    from ..io.pretrained_sources import find_file, read_config
     from ..io.safe_load import load_state_dict
     from ..io.whisper import read_openai_whisper
     from ..models.echomimic_models import EchoMimicModels
 
     hint = "the config files do not match"
-    unet_config = _read_json(paths["unet_config"], UNET_CONFIG, f"pass {SOURCE}")
-    vae_config = _read_json(paths["vae_config"], f"{VAE_FOLDER}/config.json", f"pass {SOURCE}")
+    unet_config = read_config(paths["unet_config"], UNET_CONFIG, f"pass {SOURCE}")
+    vae_config = read_config(paths["vae_config"], f"{VAE_FOLDER}/config.json", f"pass {SOURCE}")
     whisper_config, whisper, _dropped = read_openai_whisper(paths["whisper"])
     face = load_state_dict(paths["face_locator"])
     denoiser, _overridden = merge_denoiser(load_state_dict(paths["denoising"]),
                                            load_state_dict(paths["motion"]))
-    vae_dir = paths["vae_config"].parent
-    vae_file = next((vae_dir / n for n in VAE_WEIGHTS if (vae_dir / n).is_file()), None)
-    if vae_file is None:
-        raise CheckpointError(f"{str(vae_dir)!r} has no {' or '.join(VAE_WEIGHTS)}; pass {SOURCE}")
+    vae_file = find_file(paths["vae_config"].parent, VAE_WEIGHTS, "VAE weights", f"pass {SOURCE}")
     configs = echomimic_configs(unet_config, face, whisper_config, vae_config, variant,
                                 unet_kwargs)
     tensors = echomimic_to_pack(load_state_dict(paths["reference"]), denoiser, face, whisper,

@@ -175,6 +175,25 @@ def _build(configs: dict, path: Path):
         ) from error
 
 
+def _release_persistent(models):
+    """Every tensor the file provides (parameters, persistent buffers) moved to the meta device
+    before the file is read: the pages the build touched (~70 MB at Hallo's full size) are freed
+    instead of sitting beside the loaded model until the final assign. Non-persistent buffers (computed, not stored) stay real. Shared
+    parameters stay shared."""
+    moved: dict[int, torch.Tensor] = {}
+    for module in models.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                if id(param) not in moved:
+                    moved[id(param)] = torch.nn.Parameter(param.to("meta"),
+                                                          requires_grad=param.requires_grad)
+                module._parameters[name] = moved[id(param)]
+        for name, buffer in module._buffers.items():
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                module._buffers[name] = buffer.to("meta")
+    return models
+
+
 def load_emo_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     checked: dict[str, dict] | None = None,
@@ -188,15 +207,16 @@ def load_emo_checkpoint(
     """
     path = resolve_checkpoint_path(path)
     configs = checked if checked is not None else check_emo_checkpoint(path)
-    models = _build(configs, path)
+    models = _release_persistent(_build(configs, path))
     tensors = {}
     try:
         # One tensor at a time: read, checked, cast and moved before the next is read, so CPU
         # memory holds the model in its run dtype plus one tensor (on a GPU: one tensor).
-        for name, tensor in iter_tensors(path):
-            check_finite({name: tensor}, f"EMO checkpoint {str(path)!r}", INIT_HINT)
-            if tensor.is_floating_point():
-                tensor = tensor.to(dtype)
+        # Floating tensors arrive in ``dtype`` (converted while read, checked as stored).
+        what = f"EMO checkpoint {str(path)!r}"
+        for name, tensor in iter_tensors(
+                path, dtype=dtype, check=lambda key, values: check_finite({key: values}, what,
+                                                                          INIT_HINT)):
             tensors[name] = tensor.to(device)
     except (OSError, ValueError, KeyError) as error:  # damaged header or data
         raise CheckpointError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, EMOInputError
-from .validate import check_config_values, parse_config_json
+from .pretrained_sources import find_file, read_config
 
 NET_FILES = ("hallo/net.pth", "hallo2/net.pth")
 HALLO2_NET = "hallo2/net.pth"
@@ -28,6 +28,8 @@ WAV2VEC_CONFIG = "wav2vec/wav2vec2-base-960h/config.json"
 VAE_FOLDER = "sd-vae-ft-mse"
 VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 HALLO_HINT = "pass Hallo's pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo)"
+HALLO2_HINT = ("pass Hallo2's pretrained_models/ folder (Hugging Face fudan-generative-ai/hallo2) "
+               "or one with Hallo2's weights at hallo/net.pth")
 
 
 @dataclass
@@ -52,34 +54,6 @@ class HalloSources:
         return [p for p in (self.net_path, self.unet_config_path, self.wav2vec_config_path,
                             self.vae_weights, self.vae_folder and self.vae_folder / "config.json")
                 if p is not None]
-
-
-def find_file(root: Path, options: tuple[str, ...], what: str, hint: str = HALLO_HINT) -> Path:
-    for option in options:
-        if (root / option).is_file():
-            return root / option
-    raise EMOInputError(f"{what} not found in {str(root)!r} (looked for {', '.join(options)}); "
-                        f"{hint}")
-
-
-def read_config(path: Path, what: str, hint: str) -> dict:
-    """A JSON object from ``path``, bounded (size, depth, numbers) and decoded as UTF-8."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise EMOInputError(f"{what} {str(path)!r} cannot be read ({error.strerror or error}); "
-                            f"{hint}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{what} {str(path)!r} is not UTF-8 text (byte {error.start}); "
-                              f"JSON files are UTF-8: {hint}") from None
-    value = parse_config_json(text, f"{what} {str(path)!r}", hint)
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{what} {str(path)!r} holds a JSON {type(value).__name__}, not an "
-                              f"object of settings; {hint}")
-    check_config_values(value, f"{what} {str(path)!r}", hint)
-    return value
 
 
 def positive_ints(config: Mapping, keys, what: str, hint: str) -> None:
@@ -114,8 +88,9 @@ def read_sources(root: Path, unet_kwargs: Path | None, defaults: Mapping,
     root = Path(root)
     if not root.is_dir():
         raise EMOInputError(f"--pretrained-models {str(root)!r} is not a folder; {HALLO_HINT}")
-    net_path = find_file(root, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth")
-    unet_path = find_file(root, (UNET_CONFIG,), "SD1.5 unet/config.json")
+    net_path = find_file(root, NET_FILES[::-1] if hallo2 else NET_FILES, "Hallo net.pth",
+                         HALLO2_HINT if hallo2 else HALLO_HINT)
+    unet_path = find_file(root, (UNET_CONFIG,), "SD1.5 unet/config.json", HALLO_HINT)
     unet_hint = ("use the stable-diffusion-v1-5/unet/config.json that comes with Hallo's "
                  "pretrained_models/")
     unet_config = read_config(unet_path, "UNet config", unet_hint)

@@ -32,6 +32,7 @@ _NAMES = {
 }
 _DTYPES = {name: dtype for dtype, name in _NAMES.items()}
 _CHUNK = 64 << 20  # bytes per read/write call: large enough to be fast, small for the kernel
+_CAST_CHUNK = 8 << 20  # bytes of the reused buffer a tensor is read through when converted
 MAX_HEADER = 100_000_000  # safetensors' own limit
 
 
@@ -130,24 +131,51 @@ def read_header(path: Path) -> tuple[int, dict]:
     return 8 + size, header
 
 
-def iter_tensors(path: str | os.PathLike,
-                 names: Callable[[str], bool] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(path: str | os.PathLike, names: Callable[[str], bool] | None = None,
+                 dtype: torch.dtype | None = None,
+                 check: Callable[[str, torch.Tensor], None] | None = None,
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` for each tensor of a safetensors file, in file order, each in a
     fresh (aligned) CPU allocation; at most one tensor is held here at a time.
+
+    ``dtype``: floating-point tensors stored in another dtype are converted WHILE reading,
+    through one reused buffer of ``_CAST_CHUNK`` bytes: no full-size copy in the file's dtype
+    is made and freed per tensor (for an fp16 file loaded in fp32 that transient was the size
+    of the largest tensor, and the freed copies fragmented the heap). ``check(name, values)``
+    runs on the values as stored (before any conversion), in pieces, e.g. a NaN check.
 
     The header is expected to have been validated (``safe_open``) before; a file shorter than
     its header says raises :class:`CheckpointError`."""
     path = Path(path)
     start, header = read_header(path)
     entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+    scratch = None
     with open(path, "rb", buffering=0) as handle:
         for name, entry in entries:
             if names is not None and not names(name):
                 continue
-            tensor = torch.empty(entry["shape"], dtype=_DTYPES[entry["dtype"]])
+            stored = _DTYPES[entry["dtype"]]
+            convert = dtype is not None and stored.is_floating_point and stored != dtype
+            tensor = torch.empty(entry["shape"], dtype=dtype if convert else stored)
             begin, end = entry["data_offsets"]
             handle.seek(start + begin)
-            _read_exactly(handle, tensor, end - begin, path)
+            if not convert:
+                _read_exactly(handle, tensor, end - begin, path)
+                if check is not None:
+                    check(name, tensor)
+                yield name, tensor
+                continue
+            if scratch is None:
+                scratch = torch.empty(_CAST_CHUNK, dtype=torch.uint8)
+            flat, step = tensor.reshape(-1), _CAST_CHUNK // stored.itemsize
+            for first in range(0, flat.numel(), step):
+                count = min(step, flat.numel() - first)
+                part = scratch[:count * stored.itemsize]
+                _read_exactly(handle, part, part.numel(), path)
+                values = part.view(stored)
+                if check is not None:
+                    check(name, values)
+                flat[first:first + count].copy_(values)
             yield name, tensor
 
 
