@@ -233,6 +233,14 @@ class ModelFamily(ABC):
         return extract_audio_features(wav2vec, waveform, sample_rate, fps, device=device,
                                       progress=progress, cancel=cancel)
 
+    def streamed_audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *,
+                                device=None, cancel: CancelFn | None = None):
+        """:meth:`audio_features` computed per clip window while sampling where this family's
+        front-end streams (EMO: ``windows`` is a ``StreamedWindows`` that keeps ``wav2vec``);
+        the eager result otherwise. Same numbers either way."""
+        return self.audio_features(wav2vec, waveform, sample_rate, fps, device=device,
+                                   cancel=cancel)
+
     def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None, size=None):
         """Per-video extras computed from the portrait ``(H, W, 3)`` uint8 for a ``size`` video
         (None for EMO); ``face_analysis``/``mediapipe``: model folders the family may need."""

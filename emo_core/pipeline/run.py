@@ -133,9 +133,12 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
         family = family_of(models)
     else:
         wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
-    audio = family.audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
-                                  settings.fps, device=device, cancel=cancel)
-    del wav2vec  # not needed while sampling; frees its memory
+    # Per clip window where the family's front-end streams (EMO: wav2vec runs while sampling,
+    # so the features of an hour are never held); eager otherwise.
+    audio = family.streamed_audio_features(
+        wav2vec, *speech_waveform(request, waveform, sample_rate), settings.fps, device=device,
+        cancel=cancel)
+    del wav2vec  # streamed windows keep their own reference; eager ones free it here
 
     if models is None:
         models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype,
