@@ -65,6 +65,8 @@ def child(args) -> None:
     from emo_core.pipeline.settings import GenerationSettings
 
     torch.set_num_threads(args.threads)
+    guidance = ({} if args.guidance is None else
+                {"guidance_reference": args.guidance, "guidance_audio": args.guidance})
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         audio = looped_speech(args.seconds, Path(tmp) / "speech.wav")
@@ -73,13 +75,15 @@ def child(args) -> None:
             checkpoint=args.weights / "emo.safetensors", wav2vec=args.weights / "wav2vec2",
             mediapipe=SAMPLES / "mediapipe", image=SAMPLES / "portrait_astronaut.png",
             audio=audio, out=Path(tmp) / "out.mp4",
-            settings=GenerationSettings(size=args.size, steps=args.steps, fps=args.fps),
+            settings=GenerationSettings(size=args.size, steps=args.steps, fps=args.fps,
+                                        frames_per_clip=args.frames_per_clip, **guidance),
         )
         generate_video(request)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": args.seconds, "baseline_mib": round(baseline, 1),
                       "peak_mib": round(peak, 1), "wall_s": round(time.monotonic() - started, 1),
-                      "fps": args.fps, "steps": args.steps, "size": args.size}))
+                      "fps": args.fps, "steps": args.steps, "size": args.size,
+                      "guidance": args.guidance, "frames_per_clip": args.frames_per_clip}))
 
 
 def full_size_weights(folder: Path) -> Path:
@@ -123,6 +127,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per child")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="both guidance scales (1 = one Backbone row per step: cheaper; "
+                             "memory does not depend on it); default: the settings' defaults")
+    parser.add_argument("--frames-per-clip", type=int, default=12)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,7 +153,10 @@ def main() -> int:
             command = [sys.executable, __file__, "--child", "--child-seconds", str(seconds),
                        "--weights", str(args.weights), "--size", str(args.size),
                        "--steps", str(args.steps), "--fps", str(args.fps),
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads),
+                       "--frames-per-clip", str(args.frames_per_clip)]
+            if args.guidance is not None:
+                command += ["--guidance", str(args.guidance)]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[seconds] = json.loads(output.strip().splitlines()[-1])
             results[seconds]["wav2vec"] = "base (12 x 768)" if args.wav2vec_full else "tiny"
