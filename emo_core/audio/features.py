@@ -33,6 +33,7 @@ from fractions import Fraction
 import torch
 
 from ..errors import EMOCancelled, EMOInputError
+from .file_stream import SpeechTrack
 from .normalize import NormalizedSignal
 from .streamed import StreamedWindows, Wav2VecChunks, encode_span
 from .wav2vec_parts import ConvFrontEnd, conv_geometry
@@ -52,7 +53,8 @@ class AudioFeatures:
     ``(F + 2*window, L, C)`` buffer (no 5x copy). Streamed: a ``StreamedWindows`` (``shape``,
     ``__getitem__``) computing the rows a request reads. Index or slice it per clip and move that
     to the device (``windows[frames].to(device)``), or call ``.contiguous()`` for a plain tensor.
-    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation. ``front_end``: the
+    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation (a ``SpilledSamples``
+    when made from a ``SpeechTrack``: ranges read back from disk). ``front_end``: the
     model family's audio front-end that made them (``ModelFamily.audio_front_end``); a family
     may pad ``windows`` past ``num_frames`` (Hallo: to whole clips).
     """
@@ -99,7 +101,8 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
                            chunk_seconds: float = DEFAULT_CHUNK_SECONDS, device=None, dtype=None,
                            context_seconds: float = DEFAULT_CONTEXT_SECONDS, progress=None,
                            cancel=None, stream: bool = False) -> AudioFeatures:
-    """``waveform``: ``(T,) | (C, T) | (1, C, T)`` at ``sample_rate`` -> ``AudioFeatures`` with
+    """``waveform``: ``(T,) | (C, T) | (1, C, T)`` at ``sample_rate`` (or a ``SpeechTrack``, a
+    file's 16 kHz track; ``sample_rate`` is then its own) -> ``AudioFeatures`` with
     ``windows: (F, 2*window+1, L, C)``, ``F = frame_count(T, sample_rate, fps)``.
 
     ``wav2vec``: a transformers ``Wav2Vec2Model``. ``device``/``dtype`` default to the model's;
@@ -114,9 +117,13 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
     ``device``) while the windows are read.
     """
     _check_options(window, chunk_seconds, context_seconds)
-    waveform_16k = to_mono_16k(waveform, sample_rate)  # validates shape, type and rate
-    num_samples = int(waveform.shape[-1])
-    rate = check_sample_rate(sample_rate)
+    if isinstance(waveform, SpeechTrack):  # a file's 16 kHz track, decoded block by block
+        waveform_16k, num_samples = waveform.samples, waveform.num_samples
+        rate = waveform.sample_rate
+    else:
+        waveform_16k = to_mono_16k(waveform, sample_rate)  # validates shape, type and rate
+        num_samples = int(waveform.shape[-1])
+        rate = check_sample_rate(sample_rate)
     num_frames = frame_count(num_samples, rate, fps)
     if num_frames < 1:
         raise EMOInputError(

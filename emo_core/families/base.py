@@ -130,6 +130,9 @@ class ModelFamily(ABC):
     # The audio model folder the front-end needs (``--wav2vec`` / the wav2vec2 input); None: the
     # audio encoder travels inside the checkpoint (EchoMimic's whisper).
     audio_model: ClassVar[str | None] = "wav2vec2"
+    # Whether ``streamed_audio_features`` computes per clip window (issue 22): the CLI then reads
+    # the audio file block by block (``audio/file_stream.py``) instead of holding its samples.
+    streams_audio: ClassVar[bool] = False
     # Progress units a clip's preparation (ReferenceNet, condition encoders) counts before its
     # denoising steps: EMO reports it (``steps + 1`` per clip), Hallo reports steps only.
     prepare_progress_units: ClassVar[int] = 1

@@ -57,6 +57,8 @@ class EMOFamily(ModelFamily):
         return None
 
     # ------------------------------------------------------------------ sampling
+    streams_audio = True
+
     def streamed_audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *,
                                 device=None, cancel=None):
         """wav2vec chunks computed when a clip reads its windows (``audio/streamed.py``): the
