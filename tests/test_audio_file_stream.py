@@ -134,3 +134,35 @@ def test_bad_files_fail_as_the_in_memory_loader(tmp_path):
     loud.write_bytes(_float_wav_header(16000, 1, data.nbytes) + data.tobytes())
     with pytest.raises(EMOInputError, match="far outside"):
         load_speech_track(loud)
+
+
+def test_generate_never_loads_the_whole_input_for_a_streaming_family(
+        demo_weights, tmp_path, monkeypatch):
+    """The CLI path of an EMO checkpoint reads the file block by block (no ``load_audio_file``
+    call), streams the features, and the mp4 still gets the exact frame count and a soundtrack
+    of the video's length (decoded from the file at close)."""
+    import av
+
+    import emo_core.audio.waveform as waveform_module
+    from emo_core.pipeline.run import GenerateRequest, generate_video
+    from emo_core.pipeline.settings import GenerationSettings
+
+    calls = []
+    whole = waveform_module.load_audio_file
+    monkeypatch.setattr(waveform_module, "load_audio_file",
+                        lambda *a, **k: calls.append(a) or whole(*a, **k))
+    audio = write_wav(tmp_path / "in.wav", 44100, 1.3)  # 32.5 frames at 25 fps -> 33
+    request = GenerateRequest(
+        checkpoint=demo_weights / "emo.safetensors", wav2vec=demo_weights / "wav2vec2",
+        mediapipe=fixture_path("blaze_face_short_range.tflite").parent,
+        image=fixture_path("portrait_astronaut.png"), audio=audio, out=tmp_path / "out.mp4",
+        settings=GenerationSettings(size=64, steps=1))
+    generate_video(request)
+    assert calls == []
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+        rate = container.streams.audio[0].rate
+    assert frames == 33
+    assert abs(samples / rate - 33 / 25) < 0.05  # AAC frames: the track ends within 1024 samples
