@@ -17,6 +17,9 @@ Long audio runs in chunks of ``chunk_seconds`` of video frames, each seen by the
 CNN's GroupNorm use whole-utterance statistics and the interpolation uses the global frame grid,
 so only the transformer's attention span differs from a one-shot run; audio that fits in one chunk
 *is* the one-shot run. Peak memory is bounded by the chunk size plus the ``(F, L, C)`` result.
+
+``stream=True`` holds no result: ``windows`` computes the chunks a clip needs when it is read
+(``audio/streamed.py``), bit-equal to the eager rows, so memory does not grow with the length.
 """
 
 from __future__ import annotations
@@ -30,15 +33,10 @@ from fractions import Fraction
 import torch
 
 from ..errors import EMOCancelled, EMOInputError
+from .file_stream import SpeechTrack
 from .normalize import NormalizedSignal
-from .wav2vec_parts import (
-    ConvFrontEnd,
-    cnn_range,
-    conv_geometry,
-    encode_layers,
-    frame_positions,
-    interpolate_frames,
-)
+from .streamed import StreamedWindows, Wav2VecChunks, encode_span
+from .wav2vec_parts import ConvFrontEnd, conv_geometry
 from .waveform import TARGET_RATE, check_sample_rate, to_mono_16k
 
 logger = logging.getLogger(__name__)
@@ -51,15 +49,17 @@ DEFAULT_CONTEXT_SECONDS = 2.0
 class AudioFeatures:
     """wav2vec windows for every video frame.
 
-    ``windows``: ``(F, 2*window+1, L, C)`` float32 CPU. It is a strided *view* of one
-    ``(F + 2*window, L, C)`` buffer (no 5x copy); index or slice it per clip and move that to the
-    device (``windows[frames].to(device)``), or call ``.contiguous()`` for a plain tensor.
-    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation. ``front_end``: the
+    ``windows``: ``(F, 2*window+1, L, C)`` float32 CPU. Eager: a strided *view* of one
+    ``(F + 2*window, L, C)`` buffer (no 5x copy). Streamed: a ``StreamedWindows`` (``shape``,
+    ``__getitem__``) computing the rows a request reads. Index or slice it per clip and move that
+    to the device (``windows[frames].to(device)``), or call ``.contiguous()`` for a plain tensor.
+    ``waveform_16k``: ``(T16,)`` float32 mono 16 kHz, before normalisation (a ``SpilledSamples``
+    when made from a ``SpeechTrack``: ranges read back from disk). ``front_end``: the
     model family's audio front-end that made them (``ModelFamily.audio_front_end``); a family
     may pad ``windows`` past ``num_frames`` (Hallo: to whole clips).
     """
 
-    windows: torch.Tensor
+    windows: torch.Tensor | StreamedWindows
     num_frames: int
     fps: float
     waveform_16k: torch.Tensor
@@ -100,8 +100,9 @@ def frame_count(num_samples: int, sample_rate: int, fps) -> int:
 def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
                            chunk_seconds: float = DEFAULT_CHUNK_SECONDS, device=None, dtype=None,
                            context_seconds: float = DEFAULT_CONTEXT_SECONDS, progress=None,
-                           cancel=None) -> AudioFeatures:
-    """``waveform``: ``(T,) | (C, T) | (1, C, T)`` at ``sample_rate`` -> ``AudioFeatures`` with
+                           cancel=None, stream: bool = False) -> AudioFeatures:
+    """``waveform``: ``(T,) | (C, T) | (1, C, T)`` at ``sample_rate`` (or a ``SpeechTrack``, a
+    file's 16 kHz track; ``sample_rate`` is then its own) -> ``AudioFeatures`` with
     ``windows: (F, 2*window+1, L, C)``, ``F = frame_count(T, sample_rate, fps)``.
 
     ``wav2vec``: a transformers ``Wav2Vec2Model``. ``device``/``dtype`` default to the model's;
@@ -109,11 +110,20 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
     ``progress(done, total)`` is called before the first chunk and after each one (chunks are
     the units); ``cancel()`` returning True before a chunk raises ``EMOCancelled``, so a host's
     interrupt lands within one wav2vec call.
+
+    ``stream=True``: only the statistics passes run here; ``windows`` is a
+    :class:`~emo_core.audio.streamed.StreamedWindows` that computes the chunks a request needs
+    (bit-equal rows, at most two chunks held), so ``wav2vec`` must stay alive (and on
+    ``device``) while the windows are read.
     """
     _check_options(window, chunk_seconds, context_seconds)
-    waveform_16k = to_mono_16k(waveform, sample_rate)  # validates shape, type and rate
-    num_samples = int(waveform.shape[-1])
-    rate = check_sample_rate(sample_rate)
+    if isinstance(waveform, SpeechTrack):  # a file's 16 kHz track, decoded block by block
+        waveform_16k, num_samples = waveform.samples, waveform.num_samples
+        rate = waveform.sample_rate
+    else:
+        waveform_16k = to_mono_16k(waveform, sample_rate)  # validates shape, type and rate
+        num_samples = int(waveform.shape[-1])
+        rate = check_sample_rate(sample_rate)
     num_frames = frame_count(num_samples, rate, fps)
     if num_frames < 1:
         raise EMOInputError(
@@ -124,20 +134,24 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
     margin = math.ceil(context_seconds * float(exact_fps(fps)))
     config = wav2vec.config
     spans = chunk_spans(num_frames, frames_per_chunk, margin)
+    signal = NormalizedSignal.from_waveform(waveform_16k, min_length=conv_geometry(config)[1])
+    # Statistics blocks as long as the longest chunk: the CNN never sees more samples at once.
+    longest = max(end - start for _, _, start, end in spans)
+    block_samples = math.ceil(longest * TARGET_RATE / float(exact_fps(fps)))
+    if stream:
+        return _streamed_features(wav2vec, signal, spans, num_frames, window, fps, device, dtype,
+                                  block_samples, waveform_16k, progress)
     # Allocated outside inference_mode: callers may modify the result in place.
     buffer = torch.empty(num_frames + 2 * window, config.num_hidden_layers, config.hidden_size)
-    signal = NormalizedSignal.from_waveform(waveform_16k, min_length=conv_geometry(config)[1])
     with _prepared(wav2vec, device, dtype) as (run_device, run_dtype):
-        # Statistics blocks as long as the longest chunk: the CNN never sees more samples at once.
-        longest = max(end - start for _, _, start, end in spans)
         conv = ConvFrontEnd(wav2vec, signal, run_device, run_dtype, global_norm=len(spans) > 1,
-                            block_samples=math.ceil(longest * TARGET_RATE / float(exact_fps(fps))))
+                            block_samples=block_samples)
         for index, (start, end, context_start, context_end) in enumerate(spans):
             if progress is not None:
                 progress(index, len(spans))
             if cancel is not None and cancel():
                 raise EMOCancelled(f"audio features cancelled before chunk {index + 1}")
-            layers = _encode_span(wav2vec, conv, num_frames, context_start, context_end)
+            layers = encode_span(wav2vec, conv, num_frames, context_start, context_end)
             buffer[window + start:window + end] = layers[start - context_start:end - context_start]
         if progress is not None:
             progress(len(spans), len(spans))
@@ -145,6 +159,26 @@ def extract_audio_features(wav2vec, waveform, sample_rate, fps, window: int = 2,
                 num_frames, fps, len(spans), config.num_hidden_layers, config.hidden_size)
     return AudioFeatures(windows=_window_view(buffer, window), num_frames=num_frames,
                          fps=float(fps), waveform_16k=waveform_16k)
+
+
+def _streamed_features(wav2vec, signal, spans, num_frames, window, fps, device, dtype,
+                       block_samples, waveform_16k, progress) -> AudioFeatures:
+    """The statistics passes now; the chunks when the windows are read (``StreamedWindows``)."""
+    if progress is not None:
+        progress(0, 1)
+    with _prepared(wav2vec, device, dtype) as (run_device, run_dtype):
+        conv = ConvFrontEnd(wav2vec, signal, run_device, run_dtype, global_norm=len(spans) > 1,
+                            block_samples=block_samples)
+    chunks = Wav2VecChunks(wav2vec, conv, num_frames, spans,
+                           prepared=lambda: _prepared(wav2vec, run_device, run_dtype))
+    config = wav2vec.config
+    windows = StreamedWindows(chunks, window, config.num_hidden_layers, config.hidden_size)
+    if progress is not None:
+        progress(1, 1)
+    logger.info("audio features: %d frames at %s fps, streamed in %d chunk(s), %d layers x %d",
+                num_frames, fps, len(spans), config.num_hidden_layers, config.hidden_size)
+    return AudioFeatures(windows=windows, num_frames=num_frames, fps=float(fps),
+                         waveform_16k=waveform_16k)
 
 
 def chunk_spans(num_frames: int, frames_per_chunk: int, margin: int):
@@ -157,15 +191,6 @@ def chunk_spans(num_frames: int, frames_per_chunk: int, margin: int):
     return [(start, min(start + frames_per_chunk, num_frames), max(0, start - margin),
              min(num_frames, start + frames_per_chunk + margin))
             for start in range(0, num_frames, frames_per_chunk)]
-
-
-def _encode_span(wav2vec, conv: ConvFrontEnd, num_frames: int, start: int, end: int):
-    """Video frames ``[start, end)`` -> ``(end - start, L, C)`` float32 CPU."""
-    positions = frame_positions(num_frames, conv.num_frames, start, end)
-    lo, hi = cnn_range(positions, conv.num_frames)
-    conv_features = conv.frames(lo, hi)  # (hi - lo + 1, conv_dim)
-    per_frame = interpolate_frames(conv_features, positions - lo)
-    return encode_layers(wav2vec, per_frame).float().cpu()
 
 
 def _window_view(buffer: torch.Tensor, window: int) -> torch.Tensor:

@@ -146,6 +146,9 @@ class ModelFamily(ABC):
     # The audio model folder the front-end needs (``--wav2vec`` / the wav2vec2 input); None: the
     # audio encoder travels inside the checkpoint (EchoMimic's whisper).
     audio_model: ClassVar[str | None] = "wav2vec2"
+    # Whether ``streamed_audio_features`` computes per clip window (issue 22): the CLI then reads
+    # the audio file block by block (``audio/file_stream.py``) instead of holding its samples.
+    streams_audio: ClassVar[bool] = False
     # Progress units a clip's preparation (ReferenceNet, condition encoders) counts before its
     # denoising steps: EMO reports it (``steps + 1`` per clip), Hallo reports steps only.
     prepare_progress_units: ClassVar[int] = 1
@@ -254,6 +257,14 @@ class ModelFamily(ABC):
 
         return extract_audio_features(wav2vec, waveform, sample_rate, fps, device=device,
                                       progress=progress, cancel=cancel)
+
+    def streamed_audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *,
+                                device=None, cancel: CancelFn | None = None):
+        """:meth:`audio_features` computed per clip window while sampling where this family's
+        front-end streams (EMO: ``windows`` is a ``StreamedWindows`` that keeps ``wav2vec``);
+        the eager result otherwise. Same numbers either way."""
+        return self.audio_features(wav2vec, waveform, sample_rate, fps, device=device,
+                                   cancel=cancel)
 
     def reference_conditions(self, portrait, *, face_analysis=None, mediapipe=None, size=None):
         """Per-video extras computed from the portrait ``(H, W, 3)`` uint8 for a ``size`` video

@@ -57,6 +57,17 @@ class EMOFamily(ModelFamily):
         return None
 
     # ------------------------------------------------------------------ sampling
+    streams_audio = True
+
+    def streamed_audio_features(self, wav2vec, waveform, sample_rate: int, fps: float, *,
+                                device=None, cancel=None):
+        """wav2vec chunks computed when a clip reads its windows (``audio/streamed.py``): the
+        features of a long input are never held whole (issue 22)."""
+        from ..audio.features import extract_audio_features
+
+        return extract_audio_features(wav2vec, waveform, sample_rate, fps, device=device,
+                                      cancel=cancel, stream=True)
+
     def start_video(self, inputs: VideoInputs, settings):
         return inputs
 

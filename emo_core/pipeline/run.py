@@ -95,6 +95,7 @@ def prepare_portrait(request: GenerateRequest, settings: GenerationSettings) -> 
 def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
                    cancel: CancelFn | None = None) -> Path:
     """Run the checkpoint's model family end to end and write ``request.out`` atomically."""
+    from ..audio.file_stream import load_speech_track
     from ..audio.waveform import check_audio_file, load_audio_file
     from ..face.crop import paste_back_frames
     from ..face.mask import check_mask_expand
@@ -124,8 +125,18 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     settings = family.resolve_settings(settings)
     prepared = family.prepare_portrait(request, settings)
 
-    waveform, sample_rate = load_audio_file(request.audio)
-    check_not_silent(waveform, request.audio, request.allow_silence)
+    track = None
+    if family.streams_audio and request.separate_vocals is None:
+        # Decoded block by block to a 16 kHz track on disk; the writer decodes the soundtrack
+        # from the (open) file at close: the input's samples are never held (issue 22).
+        track = load_speech_track(request.audio)
+        check_not_silent(torch.tensor([track.peak]), request.audio, request.allow_silence)
+        speech, soundtrack = (track, track.sample_rate), track.source
+    else:
+        waveform, sample_rate = load_audio_file(request.audio)
+        check_not_silent(waveform, request.audio, request.allow_silence)
+        speech = speech_waveform(request, waveform, sample_rate)
+        soundtrack = (waveform, sample_rate)
     models = wav2vec = None
     if family.audio_model is None:  # the audio encoder is inside the checkpoint
         models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype,
@@ -133,9 +144,11 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
         family = family_of(models)
     else:
         wav2vec = load_wav2vec(request.wav2vec, device=device, checked=True)
-    audio = family.audio_features(wav2vec, *speech_waveform(request, waveform, sample_rate),
-                                  settings.fps, device=device, cancel=cancel)
-    del wav2vec  # not needed while sampling; frees its memory
+    # Per clip window where the family's front-end streams (EMO: wav2vec runs while sampling,
+    # so the features of an hour are never held); eager otherwise.
+    audio = family.streamed_audio_features(wav2vec, *speech, settings.fps, device=device,
+                                           cancel=cancel)
+    del wav2vec  # streamed windows keep their own reference; eager ones free it here
 
     if models is None:
         models = load_emo_checkpoint(request.checkpoint, device=device, dtype=dtype,
@@ -159,12 +172,13 @@ def generate_video(request: GenerateRequest, progress: ProgressFn | None = None,
     paste_back = request.paste_back and prepared.crop is not None
     height, width = (prepared.original.shape[:2] if paste_back else (settings.size,) * 2)
     height, width = height - height % 2, width - width % 2  # H.264 needs even sizes
-    with Mp4Writer(request.out, settings.fps, width, height,
-                   audio=(waveform, sample_rate)) as writer:
+    with Mp4Writer(request.out, settings.fps, width, height, audio=soundtrack) as writer:
         for chunk in frames:
             if paste_back:
                 chunk = paste_back_frames(chunk, prepared.original, prepared.crop)
             writer.write(chunk[:, :height, :width])
+    if track is not None:
+        track.close()  # the 16 kHz track's temporary file and the open input
     logger.info("wrote %d frames to %s", writer.frames_written, request.out)
     return request.out
 

@@ -34,7 +34,9 @@ class Mp4Writer:
     """Write frames as they stream in; mux audio trimmed/padded to the video length at close.
 
     ``with Mp4Writer(path, fps, width, height, audio=(waveform (C, T), sample_rate)) as w:
-    w.write(frames (k, H, W, 3) uint8)``. The file is built under a temporary name in the target
+    w.write(frames (k, H, W, 3) uint8)``; ``audio`` may be an audio file instead (a path or a
+    binary file open on it): its first audio stream is decoded at close, a block at a time
+    (nothing held while sampling). The file is built under a temporary name in the target
     folder and renamed on success; any exception (cancel included) deletes it.
 
     ``metadata``: container tags written the way ComfyUI's SaveVideo writes them (each value
@@ -151,8 +153,12 @@ class Mp4Writer:
     def _finish(self) -> None:
         self._container.mux(self._video.encode(None))
         if self._audio is not None:
-            waveform, sample_rate = self.audio
-            chunks = fit_audio_chunks(waveform, sample_rate, self.frames_written / self.fps)
+            seconds = self.frames_written / self.fps
+            if isinstance(self.audio, (str, os.PathLike)) or hasattr(self.audio, "read"):
+                chunks = fit_audio_file_chunks(self.audio, seconds)
+            else:
+                waveform, sample_rate = self.audio
+                chunks = fit_audio_chunks(waveform, sample_rate, seconds)
             for packet in _encode_audio(self._audio, chunks):
                 self._container.mux(packet)
 
@@ -174,29 +180,95 @@ def fit_audio_chunks(waveform, sample_rate: int, seconds: Fraction,
     are kept, so the chunks equal one whole-track resample (to float rounding) while memory
     stays one chunk's worth, whatever the track's length.
     """
-    import torchaudio.functional as AF
-
     wave = torch.as_tensor(waveform, dtype=torch.float32)
     wave = wave.reshape(-1, wave.shape[-1])  # (C, T); channels averaged per chunk
-    rate, total = int(sample_rate), wave.shape[-1]
+    yield from _fit_chunks(_ForwardSamples([wave]), int(sample_rate), seconds, chunk_seconds)
+
+
+def fit_audio_file_chunks(source, seconds: Fraction,
+                          chunk_seconds: float = AUDIO_CHUNK_SECONDS):
+    """:func:`fit_audio_chunks` of the first audio stream of ``source`` (a path or an open
+    binary file), decoded a block at a time (the same samples as ``load_audio_file``'s): the
+    track is never held whole."""
+    from ..audio.file_stream import decode_blocks
+
+    blocks = decode_blocks(source if hasattr(source, "read") else Path(source))
+    rate, first = None, []
+    for block_rate, block in blocks:  # the rate comes with the first decoded block
+        first.append(torch.from_numpy(block))
+        if block_rate is not None:
+            rate = block_rate
+            break
+    if rate is None:
+        return
+    rest = (torch.from_numpy(block) for _, block in blocks)
+    yield from _fit_chunks(_ForwardSamples(_chain(first, rest)), int(rate), seconds,
+                           chunk_seconds)
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest
+
+
+class _ForwardSamples:
+    """``(C, n)`` blocks read forward: ``fill(upto)`` decodes until ``end >= upto`` (or the end
+    of the stream, ``done``), ``read(lo, hi)`` returns ``(C, hi - lo)``, ``drop(before)`` frees
+    the samples before ``before``."""
+
+    def __init__(self, blocks):
+        self.blocks = iter(blocks)
+        self.pieces: list[torch.Tensor] = []
+        self.start = self.end = 0
+        self.done = False
+
+    def fill(self, upto: int) -> None:
+        while not self.done and self.end < upto:
+            block = next(self.blocks, None)
+            if block is None:
+                self.done = True
+            elif block.shape[-1]:
+                self.pieces.append(block)
+                self.end += block.shape[-1]
+
+    def read(self, lo: int, hi: int) -> torch.Tensor:
+        if len(self.pieces) > 1:
+            self.pieces = [torch.cat(self.pieces, dim=1)]
+        return self.pieces[0][:, lo - self.start:hi - self.start]
+
+    def drop(self, before: int) -> None:
+        if before > self.start and self.pieces:
+            whole = torch.cat(self.pieces, dim=1) if len(self.pieces) > 1 else self.pieces[0]
+            self.pieces = [whole[:, before - self.start:].clone()]
+            self.start = before
+
+
+def _fit_chunks(samples: _ForwardSamples, rate: int, seconds: Fraction, chunk_seconds: float):
+    import torchaudio.functional as AF
+
     gcd = math.gcd(rate, AUDIO_RATE)
     orig, new = rate // gcd, AUDIO_RATE // gcd
     step = orig * max(1, round(chunk_seconds * rate / orig))
     context = orig * (64 // orig + 2)  # > kernel half width + one stride
-    target, done = round(seconds * AUDIO_RATE), 0
-    for start in range(0, total, step):
-        if done >= target:
-            return
-        low, high = max(0, start - context), min(total, start + step + context)
+    target, done, start = round(seconds * AUDIO_RATE), 0, 0
+    while done < target:
+        samples.fill(start + step + context)
+        total = samples.end if samples.done else None  # known once the stream has ended
+        if total is not None and start >= total:
+            break
+        low, high = max(0, start - context), min(samples.end, start + step + context)
         # NaN/inf samples were replaced by silence for the features (documented); the encoder
         # gets the same clean samples, else AAC fails after the whole render (issue 23).
-        mono = torch.nan_to_num(wave[:, low:high], nan=0.0, posinf=0.0, neginf=0.0).mean(dim=0)
+        wave = samples.read(low, high)
+        mono = torch.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0).mean(dim=0)
         out = AF.resample(mono, rate, AUDIO_RATE) if rate != AUDIO_RATE else mono
         first = (start - low) // orig * new
-        count = math.ceil(new * min(step, total - start) / orig)
+        count = math.ceil(new * (step if total is None else min(step, total - start)) / orig)
         chunk = out[first:first + min(count, target - done)]
         done += chunk.shape[0]
         yield chunk.clamp(-1.0, 1.0).numpy()
+        start += step
+        samples.drop(max(0, start - context))
     for start in range(done, target, AUDIO_RATE):  # silence up to the video's end
         yield np.zeros(min(AUDIO_RATE, target - start), np.float32)
 
