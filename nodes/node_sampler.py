@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_WIDGETS = ("seed", "steps", "guidance_reference", "guidance_audio", "guidance_mode",
                    "frames_per_clip", "motion_frames", "first_clip_motion", "scheduler",
                    "decode_images", "decode_batch", "guidance_start", "guidance_end",
-                   "guidance_refresh", "compile")
+                   "guidance_refresh", "compile", "preset")
 NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; turn "
              "decode_images on, or decode the latent output with Frames to Video")
 
@@ -42,8 +42,9 @@ NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; 
 def _settings(reference: EMOReference, audio: EMOAudio, options: dict):
     from emo_core.pipeline.settings import GenerationSettings
 
+    # preset: widgets left at their default take the preset's value (as the CLI's --preset)
     return GenerationSettings(fps=audio.fps, size=reference.size,
-                              **settings_from_inputs(options)).validate()
+                              **settings_from_inputs(options)).apply_preset().validate()
 
 
 def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:

@@ -53,5 +53,7 @@ def add_settings_arguments(parser) -> None:
 
 
 def settings_from_args(args) -> GenerationSettings:
-    """The settings the parsed options give (not validated: preflight does that)."""
-    return GenerationSettings(**{name: getattr(args, name) for name in SETTINGS})
+    """The settings the parsed options give, ``--preset`` applied (options left at their default
+    take the preset's values; :meth:`GenerationSettings.apply_preset`); not validated: preflight
+    does that."""
+    return GenerationSettings(**{name: getattr(args, name) for name in SETTINGS}).apply_preset()
