@@ -40,9 +40,9 @@ from benchmarks.bench_guidance_quality import RESULTS, WEIGHTS  # noqa: E402
 from emo_core.pipeline.settings import PRESETS  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "speech_arctic_a0007.wav"
-# (start seconds, frames at 25 fps): three 1.28 s windows of the recording's voiced part
+# (start seconds, frames at 25 fps): three 0.64 s windows of the recording's voiced part
 # (0.4 .. 3.5 s).
-WINDOWS = ((0.4, 32), (1.45, 32), (2.5, 32))
+WINDOWS = ((0.4, 16), (1.45, 16), (2.5, 16))
 SPEEDS = (0.0, 5.0)
 # Candidates: changes from the defaults. The presets themselves (``PRESETS``) are measured under
 # their own names; the others are what was tried next to them.
