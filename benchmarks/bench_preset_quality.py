@@ -11,16 +11,17 @@ at the proof's 64 px clip layout. Per candidate and seed (means over the clips):
 * ``identity_error``: mean RGB error of skin + hair colours against the own reference (speed 0);
 * ``speed_slope``: (measured head speed at 5 deg/frame requested - at 0) / 5.
 
+Records: ``benchmarks/results/preset_quality.jsonl`` (quality) and ``preset_flops.jsonl``.
 ``--summary`` pairs each candidate with ``default`` on the same clip and seed: the mean paired
-difference, its standard deviation, range and sign count over the clip x seed pairs (speed slope:
-over the seeds, it is a mean over clips). ``--flops`` prints GFLOP per generated frame per step
+difference, its standard deviation, range and sign count over the clip x seed pairs (the speed
+slope too: each clip has its own). ``--flops`` prints GFLOP per generated frame per step
 and per frame (all steps) of each candidate at 512 px on the meta device
-(``bench_flops.measure``, a clip after the first; a video's padding and once-per-video parts are
-the same for every candidate).
+(``bench_flops.measure``: a clip after the first; the once-per-video parts, the same per frame
+for every candidate, are left out).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_preset_quality.py --seeds 0 1 2
     python benchmarks/bench_preset_quality.py --summary
-    python benchmarks/bench_preset_quality.py --flops
+    python benchmarks/bench_preset_quality.py --flops > benchmarks/results/preset_flops.jsonl
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ SPEEDS = (0.0, 5.0)
 # Candidates: changes from the defaults. The presets themselves (``PRESETS``) are measured under
 # their own names; the others are what was tried next to them.
 CANDIDATES = {**{name: dict(values) for name, values in PRESETS.items()},
-              "dpmpp-2m-20": {"steps": 20, "scheduler": "dpmpp-2m"},
-              "dpmpp-2m-10": {"steps": 10, "scheduler": "dpmpp-2m"},
-              "ddim-16": {"steps": 16}}
+              "dpmpp-2m-10": {"steps": 10, "scheduler": "dpmpp-2m"}}
 
 
 def measure(pipeline, wav2vec, settings, size: int) -> dict:

@@ -42,9 +42,8 @@ NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; 
 def _settings(reference: EMOReference, audio: EMOAudio, options: dict):
     from emo_core.pipeline.settings import GenerationSettings
 
-    # preset: widgets left at their default take the preset's value (as the CLI's --preset)
     return GenerationSettings(fps=audio.fps, size=reference.size,
-                              **settings_from_inputs(options)).apply_preset().validate()
+                              **settings_from_inputs(options)).validate()
 
 
 def _speed_curve(speed: EMOSpeed, audio: EMOAudio) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Named presets (``--preset`` / the EMO Sampler's ``preset`` widget, issue 22): one table
-(``emo_core.pipeline.settings.PRESETS``) expanded the same way by the CLI, the Sampler and the
-Python API; a setting changed from its default keeps the user's value; unknown names are refused
-naming ``--preset`` and the choices; the fast preset costs what the README's table says (FLOPs
-on the meta device, ``benchmarks/bench_preset_quality.py``)."""
+(``emo_core.pipeline.settings.PRESETS``) expanded where the EMO family resolves the settings
+(``for_model``), so the CLI, the Sampler and the Python API run the same settings; a setting
+changed from its default keeps the user's value; families with their own sampling ignore a preset
+with a warning; unknown names are refused naming ``--preset`` and the choices; the fast preset
+costs what the README's table says (FLOPs on the meta device, ``bench_preset_quality.py``)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ from emo_core.errors import EMOInputError
 from emo_core.pipeline.settings import PRESETS, SETTINGS, GenerationSettings
 
 REPO = Path(__file__).resolve().parents[1]
+BACKBONE = {"motion_frames": 4, "motion_max_frames": 24}  # an SD1.5 EMO checkpoint's
 FILES = ["--checkpoint", "c", "--wav2vec", "w", "--mediapipe", "m", "--image", "i", "--audio",
          "a", "--out", "o.mp4"]
 
 
 def _cli(*options: str) -> GenerationSettings:
+    """The settings an EMO checkpoint runs with for these ``generate`` options."""
     parser, _ = build_parser()
-    return settings_from_args(parser.parse_args(["generate", *FILES, *options]))
+    return settings_from_args(parser.parse_args(["generate", *FILES, *options])).for_model(
+        BACKBONE)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +39,15 @@ def sampler():
 
 
 def _sampler_settings(sampler, **changes) -> GenerationSettings:
-    """The settings the EMO Sampler runs with for its widget defaults + ``changes``."""
+    """The settings an EMO checkpoint runs with from the EMO Sampler's widget defaults +
+    ``changes`` (the node's settings, resolved as the pipeline resolves them)."""
     info = sampler.EMOSampler.GET_NODE_INFO_V1()
     inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
     options = {name: inputs[name][1]["default"] for name in sampler.SAMPLER_WIDGETS
                if name != "decode_images"}
     options.update(changes)
-    return sampler._settings(SimpleNamespace(size=512), SimpleNamespace(fps=25.0), options)
+    return sampler._settings(SimpleNamespace(size=512), SimpleNamespace(fps=25.0),
+                             options).for_model(BACKBONE)
 
 
 def test_the_presets_are_default_and_fast_and_fast_changes_only_known_settings():
@@ -70,9 +76,9 @@ def test_preset_fills_only_settings_left_at_their_default():
 
 
 def test_cli_preset_and_explicit_options():
-    assert _cli() == GenerationSettings()
+    assert _cli() == GenerationSettings(motion_frames=4)
     assert _cli("--preset", "fast") == GenerationSettings(preset="fast", steps=16,
-                                                          scheduler="dpmpp-2m")
+                                                          scheduler="dpmpp-2m", motion_frames=4)
     explicit = _cli("--preset", "fast", "--steps", "24", "--seed", "5")
     assert (explicit.steps, explicit.scheduler, explicit.seed) == (24, "dpmpp-2m", 5)
 
@@ -108,8 +114,22 @@ def test_unknown_preset_is_refused_naming_the_option_and_the_choices(capsys):
     assert "--preset" in err and "'default', 'fast'" in err and "turbo" in err
     with pytest.raises(EMOInputError, match=r"unknown preset 'turbo' \(--preset.*default, fast"):
         GenerationSettings(preset="turbo").apply_preset()
-    with pytest.raises(EMOInputError, match="preset must be one of"):
+    with pytest.raises(EMOInputError, match=r"unknown preset 'turbo' \(--preset"):
         GenerationSettings(preset="turbo").validate()
+
+
+def test_families_with_their_own_sampling_ignore_a_preset_with_a_warning():
+    from emo_core.families.echomimic import EchoMimicFamily
+    from emo_core.families.hallo import HalloFamily
+
+    for family in (HalloFamily(), EchoMimicFamily()):
+        assert family.ignored_settings(GenerationSettings()) == []
+        warning = family.ignored_settings(GenerationSettings(preset="fast"))
+        assert warning == [f"preset='fast' ({family.title} uses its own sampling; the presets "
+                           "are measured on EMO weights)"]
+    # Hallo keeps its steps (the preset is not applied): the user's 40, not the preset's 16.
+    hallo = HalloFamily()
+    assert hallo.hallo_sampling(GenerationSettings(preset="fast")).steps == 40
 
 
 def _readme_gflop(row_start: str) -> tuple[float, float]:

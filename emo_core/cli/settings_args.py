@@ -53,7 +53,6 @@ def add_settings_arguments(parser) -> None:
 
 
 def settings_from_args(args) -> GenerationSettings:
-    """The settings the parsed options give, ``--preset`` applied (options left at their default
-    take the preset's values; :meth:`GenerationSettings.apply_preset`); not validated: preflight
-    does that."""
-    return GenerationSettings(**{name: getattr(args, name) for name in SETTINGS}).apply_preset()
+    """The settings the parsed options give (not validated: preflight does that). ``--preset`` is
+    applied where the checkpoint's family resolves them (:meth:`GenerationSettings.for_model`)."""
+    return GenerationSettings(**{name: getattr(args, name) for name in SETTINGS})

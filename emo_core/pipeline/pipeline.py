@@ -87,7 +87,7 @@ class EMOPipeline:
         that step's progress report.
         """
         family = self.family
-        settings = family.resolve_settings(settings.apply_preset().validate())
+        settings = family.resolve_settings(settings.validate())
         self._set_compile(settings.compile)
         # One generator per run: the noise, and whatever a family's hooks draw (Hallo2's motion
         # masks), in the order the loop asks for them.

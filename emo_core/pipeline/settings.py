@@ -33,8 +33,8 @@ def _hallo_own(name: str) -> dict:
 
 # Named presets: preset -> the settings it gives (changes from the field defaults). Chosen by
 # measurement (benchmarks/bench_preset_quality.py, README "Fast preset"). Applied by
-# :func:`apply_preset`: a setting left at its field default takes the preset's value; a setting
-# changed from its default keeps the user's value.
+# GenerationSettings.apply_preset: a setting left at its field default takes the preset's value;
+# a setting changed from its default keeps the user's value.
 PRESETS: dict[str, dict] = {
     "default": {},
     "fast": {"steps": 16, "scheduler": "dpmpp-2m"},
@@ -142,14 +142,17 @@ class GenerationSettings:
 
     def apply_preset(self) -> GenerationSettings:
         """These settings with :attr:`preset`'s values in every field the preset names that is
-        still at its field default (a field changed from its default keeps its value). Idempotent;
-        the CLI, the EMO Sampler and :meth:`for_model` apply it, so all give the same settings."""
+        still at its field default (a field changed from its default keeps its value). Idempotent.
+        Applied by :meth:`for_model` (the EMO family's ``resolve_settings``), so the CLI, the EMO
+        Sampler and the Python API run a preset alike; families with their own sampling (Hallo,
+        EchoMimic) ignore it with a warning (``fixed_settings``): it was measured on EMO weights."""
         changes = {name: value for name, value in preset_changes(self.preset).items()
                    if getattr(self, name) == SETTINGS[name].default}
         return self.replace(**changes) if changes else self
 
     def validate(self) -> GenerationSettings:
         """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
+        preset_changes(self.preset)  # an unknown preset: the error names --preset and the choices
         for item in SETTINGS.values():
             check_setting(item, getattr(self, item.name))
         if self.guidance_start > self.guidance_end:
