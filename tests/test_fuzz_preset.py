@@ -22,14 +22,14 @@ from tests.test_fuzz_cli import ERROR_LINE
 REPO = Path(__file__).resolve().parents[1]
 # case -> (extra argv, texts the one error line must hold)
 CASES = {
-    "unknown": (["--preset", "turbo"], ["--preset", "'default', 'fast'", "turbo"]),
-    "empty": (["--preset", ""], ["--preset", "'default', 'fast'"]),
-    "upper_case": (["--preset", "FAST"], ["--preset", "'default', 'fast'", "FAST"]),
-    "trailing_space": (["--preset", "fast "], ["--preset", "'default', 'fast'"]),
-    "newline": (["--preset", "fast\nerror: injected"], ["--preset", "'default', 'fast'"]),
-    "shell_text": (["--preset", "fast; rm -rf ~"], ["--preset", "'default', 'fast'"]),
-    "unicode": (["--preset", "f\u00e1st"], ["--preset", "'default', 'fast'"]),
-    "huge": (["--preset", "f" * 10_000], ["--preset", "'default', 'fast'"]),
+    "unknown": (["--preset", "turbo"], ["--preset", "'standard', 'fast'", "turbo"]),
+    "empty": (["--preset", ""], ["--preset", "'standard', 'fast'"]),
+    "upper_case": (["--preset", "FAST"], ["--preset", "'standard', 'fast'", "FAST"]),
+    "trailing_space": (["--preset", "fast "], ["--preset", "'standard', 'fast'"]),
+    "newline": (["--preset", "fast\nerror: injected"], ["--preset", "'standard', 'fast'"]),
+    "shell_text": (["--preset", "fast; rm -rf ~"], ["--preset", "'standard', 'fast'"]),
+    "unicode": (["--preset", "f\u00e1st"], ["--preset", "'standard', 'fast'"]),
+    "huge": (["--preset", "f" * 10_000], ["--preset", "'standard', 'fast'"]),
     "missing_value": (["--preset"], ["--preset", "expected one argument"]),
     "option_as_value": (["--preset", "--steps"], ["--preset", "expected one argument"]),
     "last_one_bad": (["--preset=fast", "--preset=turbo"], ["--preset", "turbo"]),

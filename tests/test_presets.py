@@ -51,19 +51,19 @@ def _sampler_settings(sampler, **changes) -> GenerationSettings:
 
 
 def test_the_presets_are_default_and_fast_and_fast_changes_only_known_settings():
-    assert list(PRESETS) == ["default", "fast"] and PRESETS["default"] == {}
+    assert list(PRESETS) == ["standard", "fast"] and PRESETS["standard"] == {}
     assert PRESETS["fast"] == {"steps": 16, "scheduler": "dpmpp-2m"}
     for values in PRESETS.values():
         assert set(values) <= set(SETTINGS) - {"preset"}
         GenerationSettings(**values).validate()  # each value is one its field accepts
-    assert SETTINGS["preset"].default == "default"
-    assert list(SETTINGS["preset"].spec.choices) == ["default", "fast"]
+    assert SETTINGS["preset"].default == "standard"
+    assert list(SETTINGS["preset"].spec.choices) == ["standard", "fast"]
 
 
 def test_preset_fills_only_settings_left_at_their_default():
     fast = GenerationSettings(preset="fast").apply_preset()
     assert (fast.steps, fast.scheduler, fast.preset) == (16, "dpmpp-2m", "fast")
-    assert fast.replace(steps=40, scheduler="ddim", preset="default") == GenerationSettings()
+    assert fast.replace(steps=40, scheduler="ddim", preset="standard") == GenerationSettings()
     mine = GenerationSettings(preset="fast", steps=30).apply_preset()
     assert (mine.steps, mine.scheduler) == (30, "dpmpp-2m")  # the changed setting wins
     mine = GenerationSettings(preset="fast", scheduler="unipc").apply_preset()
@@ -96,13 +96,13 @@ def test_sampler_and_cli_give_the_same_settings(sampler):
                               ("--preset", "fast", "--scheduler", "unipc"))):
         assert _sampler_settings(sampler, **widgets) == _cli(*options), widgets
     # An API prompt saved before the widget existed: absent = the default preset.
-    assert _sampler_settings(sampler).preset == "default"
+    assert _sampler_settings(sampler).preset == "standard"
 
 
 @pytest.mark.comfyui
 @pytest.mark.parametrize("bad", ["turbo", "", "FAST", None, 3])
 def test_sampler_refuses_an_unknown_preset_naming_the_choices(sampler, bad):
-    with pytest.raises(EMOInputError, match=r"preset.*default, fast"):
+    with pytest.raises(EMOInputError, match=r"preset.*standard, fast"):
         _sampler_settings(sampler, preset=bad)
 
 
@@ -111,8 +111,8 @@ def test_unknown_preset_is_refused_naming_the_option_and_the_choices(capsys):
         _cli("--preset", "turbo")
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "--preset" in err and "'default', 'fast'" in err and "turbo" in err
-    with pytest.raises(EMOInputError, match=r"unknown preset 'turbo' \(--preset.*default, fast"):
+    assert "--preset" in err and "'standard', 'fast'" in err and "turbo" in err
+    with pytest.raises(EMOInputError, match=r"unknown preset 'turbo' \(--preset.*standard, fast"):
         GenerationSettings(preset="turbo").apply_preset()
     with pytest.raises(EMOInputError, match=r"unknown preset 'turbo' \(--preset"):
         GenerationSettings(preset="turbo").validate()

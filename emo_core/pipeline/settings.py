@@ -36,15 +36,15 @@ def _hallo_own(name: str) -> dict:
 # GenerationSettings.apply_preset: a setting left at its field default takes the preset's value;
 # a setting changed from its default keeps the user's value.
 PRESETS: dict[str, dict] = {
-    "default": {},
+    "standard": {},  # the field defaults (named so: argparse prints "(default: standard)")
     "fast": {"steps": 16, "scheduler": "dpmpp-2m"},
 }
 
 
 def presets_help() -> str:
-    """``"fast: steps 16, scheduler dpmpp-2m"`` (every preset but ``default``)."""
+    """``"fast: steps 16, scheduler dpmpp-2m"`` (every preset but ``standard``)."""
     return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items())
-                     for name, values in PRESETS.items() if name != "default")
+                     for name, values in PRESETS.items() if values)
 
 
 def preset_changes(name: str) -> dict:
@@ -133,8 +133,8 @@ class GenerationSettings:
         False, "compile the ReferenceNet and Backbone with torch.compile (once per guidance "
         "layout, reused across clips and runs): a slower first clip, faster after, mainly on a GPU")
     preset: str = setting(
-        "default", f"named settings chosen by measurement (README, Fast preset): {presets_help()}"
-        "; a setting changed from its default keeps that value, the others take the preset's",
+        "standard", f"named settings chosen by measurement (README, Fast preset): {presets_help()}"
+        "; a setting you changed keeps your value, the rest take the preset's",
         choices=PRESETS)
 
     def replace(self, **changes) -> GenerationSettings:
