@@ -13,8 +13,10 @@ The proof's "audio dropped" and long-video runs are left out (they do not depend
 schedule's cost/quality trade-off more than these and would triple the CPU time). Sampling noise:
 the same figures for several generation seeds of one scheme (``--seeds``); a scheme's figures
 are within noise of the default when they differ from its mean by at most two standard
-deviations across seeds. Prints (and appends to ``--out``) one JSON object per scheme and seed;
-``--summary`` prints the comparison of what ``--out`` holds:
+deviations across seeds; the paired differences themselves (same clip, same seed) say more about
+a small loss: ``--summary`` also prints their mean, SD, range and sign count per scheme
+(``bench_preset_quality.paired``). Prints (and appends to ``--out``) one JSON object per scheme
+and seed; ``--summary`` prints the comparison of what ``--out`` holds:
 
     python benchmarks/bench_guidance_quality.py --schemes separate refresh-3 --seeds 0 1 2 \
         --speeds 0 5
@@ -100,6 +102,14 @@ def main(argv=None) -> int:
         records = [json.loads(line) for line in args.out.read_text().splitlines() if line]
         for row in summary(records):
             print(json.dumps(row))
+        # The paired differences' spread per clip and seed (lip sync, identity) and per seed
+        # (slope), the README's yardstick: mean, SD, range, sign count.
+        from benchmarks.bench_preset_quality import paired
+
+        slope = [dict(r, speed_slope=(r["speed_measured"][-1] - r["speed_measured"][0]) / 5.0)
+                 for r in records]
+        for row in paired(slope, default="separate", key="scheme", per="per_sample"):
+            print(json.dumps({"paired": row}))
         return 0
 
     from emo_core.io.emo_checkpoint import load_emo_checkpoint

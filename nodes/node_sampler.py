@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_WIDGETS = ("seed", "steps", "guidance_reference", "guidance_audio", "guidance_mode",
                    "frames_per_clip", "motion_frames", "first_clip_motion", "scheduler",
                    "decode_images", "decode_batch", "guidance_start", "guidance_end",
-                   "guidance_refresh", "compile")
+                   "guidance_refresh", "compile", "preset")
 NO_IMAGES = ("EMO Sampler: decode_images is off, so its images output is empty; turn "
              "decode_images on, or decode the latent output with Frames to Video")
 

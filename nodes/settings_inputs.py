@@ -24,7 +24,7 @@ WIDGET_EXTRAS = {
     # added after workflows were shared: optional, so an API prompt saved without them still
     # validates (absent = the field's default)
     **{name: {"optional": True}
-       for name in ("guidance_start", "guidance_end", "guidance_refresh", "compile")},
+       for name in ("guidance_start", "guidance_end", "guidance_refresh", "compile", "preset")},
 }
 
 

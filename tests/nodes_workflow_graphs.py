@@ -120,7 +120,7 @@ def _common(sampler_decode: bool, steps: int = 2) -> list[Node]:
             "guidance_mode": "separate", "frames_per_clip": 12, "motion_frames": 4,
             "first_clip_motion": "zeros", "scheduler": "ddim", "decode_images": sampler_decode,
             "decode_batch": 8, "guidance_start": 0.0, "guidance_end": 1.0, "guidance_refresh": 3,
-            "compile": False},
+            "compile": False, "preset": "standard"},
             {"emo_models": (3, 0), "reference": (4, 0), "emo_audio": (5, 0),
              "face_mask": (6, 0), "emo_speed": (7, 0)}, size=(320, 420)),
     ]

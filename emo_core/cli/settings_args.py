@@ -53,5 +53,6 @@ def add_settings_arguments(parser) -> None:
 
 
 def settings_from_args(args) -> GenerationSettings:
-    """The settings the parsed options give (not validated: preflight does that)."""
+    """The settings the parsed options give (not validated: preflight does that). ``--preset`` is
+    applied where the checkpoint's family resolves them (:meth:`GenerationSettings.for_model`)."""
     return GenerationSettings(**{name: getattr(args, name) for name in SETTINGS})

@@ -71,6 +71,7 @@ class EchoMimicFamily(ModelFamily):
         "first_clip_motion": "no motion frames",
         "scheduler": "its own DDIM (v-prediction, zero terminal SNR, trailing)",
         "prediction_type": "v-prediction",
+        "preset": "its own sampling; the presets are measured on EMO weights",
     }
 
     # ------------------------------------------------------------------ model construction

@@ -108,6 +108,7 @@ class HalloFamily(ModelFamily):
         "first_clip_motion": "the reference as the first clip's motion frames",
         "scheduler": "its own DDIM (v-prediction, zero terminal SNR, trailing)",
         "prediction_type": "v-prediction",
+        "preset": "its own sampling; the presets are measured on EMO weights",
     }
 
     def __init__(self, models=None, configs=None, sampling: HalloSampling | None = None):

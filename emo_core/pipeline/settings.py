@@ -31,6 +31,31 @@ def _hallo_own(name: str) -> dict:
     return {"Hallo": _HALLO[name]}
 
 
+# Named presets: preset -> the settings it gives (changes from the field defaults). Chosen by
+# measurement (benchmarks/bench_preset_quality.py, README "Fast preset"). Applied by
+# GenerationSettings.apply_preset: a setting left at its field default takes the preset's value;
+# a setting changed from its default keeps the user's value.
+PRESETS: dict[str, dict] = {
+    "standard": {},  # the field defaults (named so: argparse prints "(default: standard)")
+    "fast": {"steps": 16, "scheduler": "dpmpp-2m"},
+}
+
+
+def presets_help() -> str:
+    """``"fast: steps 16, scheduler dpmpp-2m"`` (every preset but ``standard``)."""
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items())
+                     for name, values in PRESETS.items() if values)
+
+
+def preset_changes(name: str) -> dict:
+    """The settings preset ``name`` gives; ``EMOInputError`` naming ``--preset`` and the choices
+    for an unknown name."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise EMOInputError(f"unknown preset {name!r} (--preset, or the EMO Sampler's preset "
+                            f"widget): choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """Everything a run needs besides the models and the media.
@@ -76,7 +101,8 @@ class GenerationSettings:
         "alone (1 = guidance to the last step)", minimum=0.0, maximum=1.0, step=0.01)
     guidance_refresh: int = setting(
         3, "run the guidance branches every N-th step inside the interval and reuse their last "
-        "difference in between (1 = every step, the slowest; 3 measured as good as 1, README)",
+        "difference in between (1 = every step, the slowest; 3 costs a little lip sync, paired "
+        "-0.008 r, README)",
         minimum=1, maximum=1000, families=_hallo_own("guidance_refresh"))
     frames_per_clip: int = setting(
         12, "frames generated together (paper: 12): longer clips are smoother but use more "
@@ -106,12 +132,27 @@ class GenerationSettings:
     compile: bool = setting(
         False, "compile the ReferenceNet and Backbone with torch.compile (once per guidance "
         "layout, reused across clips and runs): a slower first clip, faster after, mainly on a GPU")
+    preset: str = setting(
+        "standard", f"named settings chosen by measurement (README, Fast preset): {presets_help()}"
+        "; a setting you changed keeps your value, the rest take the preset's",
+        choices=PRESETS)
 
     def replace(self, **changes) -> GenerationSettings:
         return replace(self, **changes)
 
+    def apply_preset(self) -> GenerationSettings:
+        """These settings with :attr:`preset`'s values in every field the preset names that is
+        still at its field default (a field changed from its default keeps its value). Idempotent.
+        Applied by :meth:`for_model` (the EMO family's ``resolve_settings``), so the CLI, the EMO
+        Sampler and the Python API run a preset alike; families with their own sampling (Hallo,
+        EchoMimic) ignore it with a warning (``fixed_settings``): it was measured on EMO weights."""
+        changes = {name: value for name, value in preset_changes(self.preset).items()
+                   if getattr(self, name) == SETTINGS[name].default}
+        return self.replace(**changes) if changes else self
+
     def validate(self) -> GenerationSettings:
         """Raise ``EMOInputError`` naming the first bad field; return self for chaining."""
+        preset_changes(self.preset)  # an unknown preset: the error names --preset and the choices
         for item in SETTINGS.values():
             check_setting(item, getattr(self, item.name))
         if self.guidance_start > self.guidance_end:
@@ -130,10 +171,13 @@ class GenerationSettings:
         ``motion_max_frames``) and fill ``motion_frames=None`` from it. Raises
         ``EMOInputError`` before any sampling when a clip would not fit the temporal modules'
         position table: a clip holds ``frames_per_clip`` frames plus the motion frames (the
-        checkpoint's own count of zero maps where no previous clip exists)."""
+        checkpoint's own count of zero maps where no previous clip exists). Applies
+        :attr:`preset` first (:meth:`apply_preset`)."""
         trained = int(backbone_config.get("motion_frames", 4))
         table = int(backbone_config.get("motion_max_frames", MAX_CLIP_FRAMES))
-        settings = self if self.motion_frames is not None else self.replace(motion_frames=trained)
+        settings = self.apply_preset()
+        if settings.motion_frames is None:
+            settings = settings.replace(motion_frames=trained)
         motion = max(settings.motion_frames, trained)
         if settings.frames_per_clip + motion > table:
             which = ("motion_frames" if settings.motion_frames >= trained
