@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.comfyui_harness import PACK_NAME, comfy_server_fixture, output_files
+from tests.comfyui_harness import PACK_NAME, comfy_server_fixture, output_files, shared_demo_weights
 from tests.comfyui_ws import WsClient
 from tests.conftest import fixture_path
 from tests.nodes_workflow_graphs import TITLES_UI, ui_path
@@ -40,10 +40,9 @@ FRAMES = round(SPEECH_SECONDS * FPS)
 
 
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("emo_nodes")
-    weights = write_demo_weights(root / "weights")
+    weights = shared_demo_weights(tmp_path_factory)
     yaml_path = root / "extra_model_paths.yaml"
     # the vocal separation model of the Hallo test comes through the yaml too (key of this pack)
     yaml_path.write_text(
