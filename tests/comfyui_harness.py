@@ -154,6 +154,19 @@ def import_pack_in_process(*submodules: str) -> dict[str, Any]:
     return {m: importlib.import_module(f"{IN_PROCESS_PACK}.nodes.{m}") for m in submodules}
 
 
+def shared_demo_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``DIR`` with the tiny demo bundle (``emo.safetensors`` + ``wav2vec2/``, seed 0), written
+    once per test session (``python -m emo_core demo-weights``' code) and shared by every module
+    that only reads it: the server modules symlink it into ``models/`` or name it in an
+    ``extra_model_paths.yaml``, nothing writes into it."""
+    from emo_core.io.demo_weights import write_demo_weights
+
+    folder = tmp_path_factory.getbasetemp() / "demo-shared" / "weights"
+    if not (folder / "emo.safetensors").is_file():
+        write_demo_weights(folder, seed=0)
+    return folder
+
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (ComfyUI binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -25,11 +25,9 @@ def mediapipe_dir() -> Path:
 def demo_weights(tmp_path_factory) -> Path:
     """``DIR`` with ``emo.safetensors`` (tiny, random, VAE inside) and ``wav2vec2/``, built once
     per test session through the same code as ``python -m emo_core demo-weights``."""
-    from emo_core.io.demo_weights import write_demo_weights
+    from tests.comfyui_harness import shared_demo_weights
 
-    folder = tmp_path_factory.mktemp("demo") / "weights"
-    write_demo_weights(folder, seed=0)
-    return folder
+    return shared_demo_weights(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

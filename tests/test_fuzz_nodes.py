@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.comfyui_harness import comfy_server_fixture, output_files
+from tests.comfyui_harness import comfy_server_fixture, output_files, shared_demo_weights
 from tests.conftest import fixture_path
 from tests.fuzz_inputs import (
     hostile_audio,
@@ -53,10 +53,9 @@ CASES = ([f"emo:{n}" for n in EMO_CASES] + [f"w2v:{n}" for n in W2V_CASES] + lis
 
 
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("fuzz_nodes")
-    weights = write_demo_weights(root / "weights")
+    weights = shared_demo_weights(tmp_path_factory)
     emo = hostile_emo_checkpoints(root / "emo", weights)
     w2v = hostile_wav2vec(root / "w2v", weights)
     images = hostile_images(root / "img", fixture_path("portrait_astronaut.png"))

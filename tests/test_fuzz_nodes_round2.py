@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfyui_harness import PROBE_NODES, comfy_server_fixture
+from tests.comfyui_harness import PROBE_NODES, comfy_server_fixture, shared_demo_weights
 from tests.conftest import fixture_path
 from tests.test_fuzz_nodes import _classify as classify_prompt
 from tests.test_fuzz_nodes import _submit, _videos
@@ -78,10 +78,9 @@ NODE_FUZZ_CASES = {
 
 
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("fuzz_nodes2")
-    weights = write_demo_weights(root / "weights")
+    weights = shared_demo_weights(tmp_path_factory)
     yaml_path = root / "extra_model_paths.yaml"
     yaml_path.write_text(
         f"emo_test_weights:\n  base_path: {weights}\n  emo: .\n  wav2vec2: .\n", encoding="utf-8")

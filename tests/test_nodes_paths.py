@@ -27,7 +27,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from emo_core.errors import EMOInputError
-from tests.comfyui_harness import comfy_server_fixture, import_pack_in_process, output_files
+from tests.comfyui_harness import (
+    comfy_server_fixture,
+    import_pack_in_process,
+    output_files,
+    shared_demo_weights,
+)
 from tests.conftest import fixture_path
 from tests.test_face_head_pose import FACE_CENTER, SPEED_TOLERANCE
 
@@ -232,10 +237,9 @@ def test_load_models_vae_input_encodes_the_reference_and_decodes_frames(comfy):
 
 # -- the same paths through a real server ---------------------------------------------------
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("emo_paths")
-    weights = write_demo_weights(root / "weights")
+    weights = shared_demo_weights(tmp_path_factory)
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
     return {
         "models": {"emo": [weights / "emo.safetensors"], "wav2vec2": [weights / "wav2vec2"],

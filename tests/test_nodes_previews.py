@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.comfyui_harness import comfy_server_fixture, output_files
+from tests.comfyui_harness import comfy_server_fixture, output_files, shared_demo_weights
 from tests.comfyui_ws import WsClient
 from tests.conftest import fixture_path
 from tests.nodes_workflow_graphs import ui_path
@@ -40,10 +40,9 @@ SAMPLER, VIDEO = "8", "9"  # node ids of the example API workflow
 
 
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
 
     root = tmp_path_factory.mktemp("emo_previews")
-    weights = write_demo_weights(root / "weights")
+    weights = shared_demo_weights(tmp_path_factory)
     mediapipe = fixture_path("blaze_face_short_range.tflite").parent
     speech = write_short_wav(root / "short_speech.wav", SECONDS)
     hallo_models: dict = {}

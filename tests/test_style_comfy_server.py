@@ -25,6 +25,7 @@ from tests.comfyui_harness import (
     comfy_server_fixture,
     execution_error,
     output_files,
+    shared_demo_weights,
 )
 from tests.conftest import fixture_path
 from tests.test_nodes_paths import video_frames, write_short_wav
@@ -42,11 +43,10 @@ LORA_FILE = "tiny_kohya_lora.safetensors"
 
 
 def _prepare(tmp_path_factory) -> dict:
-    from emo_core.io.demo_weights import write_demo_weights
     from emo_core.io.emo_checkpoint import save_emo_checkpoint
 
     root = tmp_path_factory.mktemp("emo_style")
-    demo = write_demo_weights(root / "demo")  # only its wav2vec2 folder is used
+    demo = shared_demo_weights(tmp_path_factory)  # only its wav2vec2 folder is used
     emo = root / "emo_sd15_widths.safetensors"
     save_emo_checkpoint(comfy_emo_models(seed=0, with_vae=True), emo)
     config = comfy_sd15_config()
