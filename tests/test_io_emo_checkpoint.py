@@ -164,3 +164,18 @@ def test_truncated_tensor_data_is_a_checkpoint_error(saved, tmp_path):
     cut.write_bytes(data[: header + 16])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_emo_checkpoint(cut)
+
+
+def test_nan_weights_are_named_as_nan_not_as_a_truncated_file(saved, tmp_path):
+    # A file that reads fine but holds NaN: the advice is the NaN check's ("the file is
+    # damaged" + how to rebuild it), not "truncated or corrupt: copy it again".
+    tensors = load_file(saved)
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, bad, metadata=read_safetensors_metadata(saved))
+    with pytest.raises(CheckpointError, match="NaN or infinite") as refused:
+        load_emo_checkpoint(bad)
+    assert "truncated" not in str(refused.value)
+    assert name in str(refused.value)

@@ -218,6 +218,8 @@ def load_emo_checkpoint(
                 path, dtype=dtype, check=lambda key, values: check_finite({key: values}, what,
                                                                           INIT_HINT)):
             tensors[name] = tensor.to(device)
+    except CheckpointError:  # the NaN check's refusal: its own advice, not "copy it again"
+        raise
     except (OSError, ValueError, KeyError) as error:  # damaged header or data
         raise CheckpointError(
             f"EMO checkpoint {str(path)!r} could not be read ({error}); it is truncated or "
