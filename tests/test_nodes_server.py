@@ -185,10 +185,12 @@ def test_missing_wav2vec2_fails_first_thing_naming_the_folder(comfy_server):
     answer = _post_raw(comfy_server, workflow)
     if answer.get("node_errors"):
         # Newer ComfyUI (0.30.0) checks combo values before running: refused at /prompt, once,
-        # under wav2vec2 alone, naming the value and the folders that are there.
+        # under wav2vec2 alone, naming the value and the choices: the folders that are there,
+        # then 'none' (for checkpoints that carry their audio encoder, e.g. EchoMimic's).
         assert list(answer["node_errors"]) == ["3"], answer["node_errors"]
         assert _errors_by_input(answer, "3") == {"wav2vec2": [
-            "wav2vec2: 'no_such_wav2vec2' not in ['wav2vec2', 'wav2vec2-base-960h']"]}, answer
+            "wav2vec2: 'no_such_wav2vec2' not in ['wav2vec2', 'wav2vec2-base-960h', 'none']"]}, \
+            answer
     else:  # 0.3.75 runs it: the node's own error, before any weights load, names the folder
         entry = comfy_server.wait_history(answer["prompt_id"], timeout=300)
         message = _messages(entry)["execution_error"]["exception_message"]
