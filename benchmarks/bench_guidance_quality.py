@@ -86,6 +86,13 @@ def summary(records: list[dict], default: str = "separate") -> list[dict]:
     return rows
 
 
+def emit(record: dict, path: Path) -> None:
+    """One result: a JSON line on stdout and appended to ``path`` (kept if the run stops)."""
+    print(json.dumps(record), flush=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
@@ -134,9 +141,7 @@ def main(argv=None) -> int:
                               args.speeds or list(plan.speeds), plan.eval_frames)
             record = {"scheme": name, "changes": SCHEMES[name], "seed": seed, **figures,
                       "seconds": round(time.time() - started, 1)}
-            print(json.dumps(record), flush=True)
-            with args.out.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+            emit(record, args.out)
     return 0
 
 

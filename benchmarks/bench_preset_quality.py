@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_guidance_quality import RESULTS, WEIGHTS  # noqa: E402
+from benchmarks.bench_guidance_quality import RESULTS, WEIGHTS, emit  # noqa: E402
 from emo_core.pipeline.settings import PRESETS  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1] / "emo_core" / "samples" / "speech_arctic_a0007.wav"
@@ -189,9 +189,7 @@ def main(argv=None) -> int:
                       "steps": settings.steps, "scheduler": settings.scheduler,
                       "frames": [w[1] for w in WINDOWS], **figures,
                       "seconds": round(time.time() - started, 1)}
-            print(json.dumps(record), flush=True)
-            with args.out.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+            emit(record, args.out)
     return 0
 
 
